@@ -1,0 +1,38 @@
+/* bitplan command-line: shared helpers for the subcommands. */
+#ifndef BITPLAN_CLI_H
+#define BITPLAN_CLI_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "bitplan/error.h"
+
+/* Exit codes: 0 success, 1 runtime failure (bad input file, infeasible
+ * budget, solver failure), 2 usage error (bad or missing arguments). */
+#define BP_EXIT_OK 0
+#define BP_EXIT_FAIL 1
+#define BP_EXIT_USAGE 2
+
+typedef int (*bp_cmd_fn)(int argc, char **argv);
+
+int bp_cmd_inspect(int argc, char **argv);
+int bp_cmd_formats(int argc, char **argv);
+int bp_cmd_plan(int argc, char **argv);
+int bp_cmd_apply(int argc, char **argv);
+int bp_cmd_eval(int argc, char **argv);
+
+/* Print "bitplan <cmd>: <message>" to stderr for an error record and
+ * return BP_EXIT_FAIL. */
+int bp_cli_fail(const char *cmd, const bp_error *err);
+/* Print a usage error and a hint to run --help; returns BP_EXIT_USAGE. */
+int bp_cli_usage_error(const char *cmd, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Strict number parsing for option values: the whole string must parse,
+ * finite, within [lo, hi]. */
+int bp_cli_parse_double(const char *cmd, const char *opt, const char *s,
+                        double lo, double hi, double *out);
+int bp_cli_parse_long(const char *cmd, const char *opt, const char *s,
+                      long lo, long hi, long *out);
+
+#endif

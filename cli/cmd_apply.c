@@ -1,0 +1,84 @@
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "bitplan/apply.h"
+#include "cli.h"
+
+static void apply_usage(FILE *out)
+{
+    fprintf(out,
+            "usage: bitplan apply --plan PLAN --model DIR --out OUTDIR [--dequantized]\n"
+            "\n"
+            "Quantize a model according to a plan with bitplan's kernels, one tensor\n"
+            "at a time. OUTDIR receives config.json, bitplan_plan.json and\n"
+            "model.safetensors, in which each planned tensor is packed (U8, exactly the\n"
+            "plan's bytes; layouts in docs/formats.md, file in docs/packed-model.md)\n"
+            "and every other tensor is copied. The model's content must match the\n"
+            "hash recorded in the plan.\n"
+            "\n"
+            "options:\n"
+            "  --plan PLAN          plan file written by 'bitplan plan'\n"
+            "  --model DIR          the model the plan was made for\n"
+            "  --out OUTDIR         output directory (created if missing)\n"
+            "  --dequantized        write a plain model directory instead: every planned\n"
+            "                       weight replaced by its dequantized value, in the\n"
+            "                       source dtype, so any Llama reader can evaluate it\n"
+            "  --no-model-hash      do not check the model's content hash\n"
+            "  --quiet              no progress on stderr\n"
+            "  -h, --help           show this help\n");
+}
+
+int bp_cmd_apply(int argc, char **argv)
+{
+    enum { O_PLAN = 1, O_MODEL, O_OUT, O_DEQ, O_NOHASH, O_QUIET };
+    static const struct option opts[] = {
+        {"plan", required_argument, NULL, O_PLAN},
+        {"model", required_argument, NULL, O_MODEL},
+        {"out", required_argument, NULL, O_OUT},
+        {"dequantized", no_argument, NULL, O_DEQ},
+        {"no-model-hash", no_argument, NULL, O_NOHASH},
+        {"quiet", no_argument, NULL, O_QUIET},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *plan_path = NULL, *model_dir = NULL, *out_dir = NULL;
+    bp_apply_options o = {0, 0, 0};
+    optind = 1;
+    opterr = 0;
+    int c;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case O_PLAN: plan_path = optarg; break;
+        case O_MODEL: model_dir = optarg; break;
+        case O_OUT: out_dir = optarg; break;
+        case O_DEQ: o.dequantized = 1; break;
+        case O_NOHASH: o.skip_model_hash = 1; break;
+        case O_QUIET: o.quiet = 1; break;
+        case 'h': apply_usage(stdout); return BP_EXIT_OK;
+        default:
+            return bp_cli_usage_error("apply", "unknown or incomplete option '%s'", argv[optind - 1]);
+        }
+    }
+    if (optind < argc)
+        return bp_cli_usage_error("apply", "unexpected argument '%s'", argv[optind]);
+    if (!plan_path || !model_dir || !out_dir)
+        return bp_cli_usage_error("apply", "--plan, --model and --out are required");
+
+    bp_error err;
+    bp_error_clear(&err);
+    bp_plan *plan = NULL;
+    bp_model *model = NULL;
+    int rc = bp_plan_read(plan_path, &plan, &err);
+    if (rc == BP_OK)
+        rc = bp_model_open(model_dir, &model, &err);
+    if (rc == BP_OK)
+        rc = bp_apply_model(plan, model, out_dir, &o, &err);
+    bp_model_destroy(&model);
+    bp_plan_destroy(&plan);
+    if (rc != BP_OK)
+        return bp_cli_fail("apply", &err);
+    if (!o.quiet)
+        fprintf(stderr, "bitplan apply: wrote %s\n", out_dir);
+    return BP_EXIT_OK;
+}

@@ -1,0 +1,139 @@
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "bitplan/job.h"
+#include "cli.h"
+
+static void plan_usage(FILE *out)
+{
+    fprintf(out,
+            "usage: bitplan plan --model DIR (--budget-bits B | --budget-bytes S) [options]\n"
+            "       bitplan plan --table T (--budget-bits B | --budget-bytes S) [options]\n"
+            "\n"
+            "Measure what each selected tensor loses in each allowed format (the\n"
+            "sensitivity table), then choose one format per tensor that fits the\n"
+            "budget with the least total error, solved exactly. Prints a summary\n"
+            "and writes the plan (docs/plan-format.md).\n"
+            "\n"
+            "budget (one is required):\n"
+            "  --budget-bits B      average bits per weight over the quantized tensors\n"
+            "  --budget-bytes S     total bytes of the quantized tensors: 123456, 3.5GB,\n"
+            "                       700MiB (KB/MB/GB are powers of 1000, KiB/MiB/GiB of 1024)\n"
+            "options:\n"
+            "  --model DIR          Hugging Face model directory\n"
+            "  --formats LIST       comma-separated formats, or 'all' (default: all;\n"
+            "                       see 'bitplan formats')\n"
+            "  --rules FILE         tensor selection and per-pattern formats (docs/rules.md)\n"
+            "  --imatrix FILE       llama.cpp imatrix.dat importance weights; enables the\n"
+            "                       'hdiag' metric (and makes it the default)\n"
+            "  --metric NAME        error to minimize: mse, hdiag (or any metric column\n"
+            "                       of a table given with --table)\n"
+            "  --table T            sensitivity table (docs/table-format.md): re-solved\n"
+            "                       without measuring if T exists, else written after the sweep\n"
+            "  --resweep            measure even if --table exists, and overwrite it\n"
+            "  --solver ilp|dp      exact ILP with GLPK (default) or exact dynamic programming\n"
+            "  --export-lp FILE     write the ILP in CPLEX LP format (for other solvers)\n"
+            "  --time-limit S       solver deadline in seconds (default 60)\n"
+            "  --out FILE           plan file (default plan.json)\n"
+            "  --no-model-hash      skip hashing the model content (faster on huge models)\n"
+            "  --quiet              no progress on stderr\n"
+            "  -h, --help           show this help\n");
+}
+
+int bp_cmd_plan(int argc, char **argv)
+{
+    enum { O_MODEL = 1, O_BITS, O_BYTES, O_FORMATS, O_RULES, O_IMATRIX, O_METRIC, O_TABLE,
+           O_RESWEEP, O_SOLVER, O_EXPORT, O_TLIM, O_OUT, O_NOHASH, O_QUIET };
+    static const struct option opts[] = {
+        {"model", required_argument, NULL, O_MODEL},
+        {"budget-bits", required_argument, NULL, O_BITS},
+        {"budget-bytes", required_argument, NULL, O_BYTES},
+        {"formats", required_argument, NULL, O_FORMATS},
+        {"rules", required_argument, NULL, O_RULES},
+        {"imatrix", required_argument, NULL, O_IMATRIX},
+        {"metric", required_argument, NULL, O_METRIC},
+        {"table", required_argument, NULL, O_TABLE},
+        {"resweep", no_argument, NULL, O_RESWEEP},
+        {"solver", required_argument, NULL, O_SOLVER},
+        {"export-lp", required_argument, NULL, O_EXPORT},
+        {"time-limit", required_argument, NULL, O_TLIM},
+        {"out", required_argument, NULL, O_OUT},
+        {"no-model-hash", no_argument, NULL, O_NOHASH},
+        {"quiet", no_argument, NULL, O_QUIET},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    bp_job_spec spec;
+    bp_job_spec_default(&spec);
+    const char *out_path = "plan.json";
+    bp_error err;
+    bp_error_clear(&err);
+    int have_budget = 0;
+    optind = 1;
+    opterr = 0;
+    int c;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case O_MODEL: spec.model_dir = optarg; break;
+        case O_BITS:
+        case O_BYTES:
+            if (have_budget)
+                return bp_cli_usage_error("plan", "give one budget: --budget-bits or --budget-bytes");
+            have_budget = 1;
+            if ((c == O_BITS ? bp_budget_parse_bits(optarg, &spec.budget, &err)
+                             : bp_budget_parse_bytes(optarg, &spec.budget, &err)) != BP_OK)
+                return bp_cli_usage_error("plan", "%s: %s",
+                                          c == O_BITS ? "--budget-bits" : "--budget-bytes", err.msg);
+            break;
+        case O_FORMATS: spec.formats = optarg; break;
+        case O_RULES: spec.rules_path = optarg; break;
+        case O_IMATRIX: spec.imatrix_path = optarg; break;
+        case O_METRIC:
+            spec.metric = bp_table_metric_from_name(optarg);
+            if (spec.metric < 0 || spec.metric >= BP_METRIC_N_ERROR)
+                return bp_cli_usage_error("plan", "--metric: unknown metric '%s' (mse, hdiag, hfull, gptq, dkl)",
+                                          optarg);
+            break;
+        case O_TABLE: spec.table_path = optarg; break;
+        case O_RESWEEP: spec.resweep = 1; break;
+        case O_SOLVER:
+            if (!strcmp(optarg, "ilp"))
+                spec.solver = BP_JOB_SOLVER_ILP;
+            else if (!strcmp(optarg, "dp"))
+                spec.solver = BP_JOB_SOLVER_DP;
+            else
+                return bp_cli_usage_error("plan", "--solver: '%s' is not ilp or dp", optarg);
+            break;
+        case O_EXPORT: spec.export_lp = optarg; break;
+        case O_TLIM:
+            if (bp_cli_parse_double("plan", "--time-limit", optarg, 0.001, 1e6, &spec.time_limit_s))
+                return BP_EXIT_USAGE;
+            break;
+        case O_OUT: out_path = optarg; break;
+        case O_NOHASH: spec.skip_model_hash = 1; break;
+        case O_QUIET: spec.quiet = 1; break;
+        case 'h': plan_usage(stdout); return BP_EXIT_OK;
+        default:
+            return bp_cli_usage_error("plan", "unknown or incomplete option '%s'", argv[optind - 1]);
+        }
+    }
+    if (optind < argc)
+        return bp_cli_usage_error("plan", "unexpected argument '%s'", argv[optind]);
+    if (!have_budget)
+        return bp_cli_usage_error("plan", "a budget is required: --budget-bits B or --budget-bytes S");
+    if (!spec.model_dir && !spec.table_path)
+        return bp_cli_usage_error("plan", "--model DIR or --table T is required");
+
+    bp_plan *plan = NULL;
+    if (bp_job_run(&spec, &plan, &err) != BP_OK)
+        return bp_cli_fail("plan", &err);
+    if (bp_plan_write(plan, out_path, &err) != BP_OK) {
+        bp_plan_destroy(&plan);
+        return bp_cli_fail("plan", &err);
+    }
+    bp_plan_print_summary(plan, stdout);
+    printf("plan written to %s\n", out_path);
+    bp_plan_destroy(&plan);
+    return BP_EXIT_OK;
+}

@@ -1,0 +1,59 @@
+/* bitplan: applying a plan — quantizing tensors with bitplan's kernels and
+ * writing the result.
+ *
+ * bp_apply_tensor is the work unit "quantize one tensor to this format": it
+ * reads the tensor, quantizes it (RTN, or GPTQ given the input Hessian), and
+ * returns the packed bytes (layout in docs/formats.md) and/or the dequantized
+ * weights. bp_apply_model streams a whole model through it, one tensor at a
+ * time, so memory stays at about one tensor whatever the model size.
+ *
+ * Packed output (docs/packed-model.md): a model directory with config.json,
+ * the plan as bitplan_plan.json, and model.safetensors in which each
+ * quantized tensor is a U8 tensor of exactly the plan's bytes under its
+ * original name; every other tensor is copied unchanged. The safetensors
+ * metadata entry "bitplan" holds a JSON object mapping each quantized tensor
+ * to its format, shape and method. With dequantized = 1 the output is
+ * instead an ordinary model directory whose quantized weights hold their
+ * dequantized values in the source dtype, readable by any Llama loader.
+ */
+#ifndef BITPLAN_APPLY_H
+#define BITPLAN_APPLY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bitplan/error.h"
+#include "bitplan/format.h"
+#include "bitplan/model.h"
+#include "bitplan/plan.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Quantize one 2-D tensor. h: cols x cols input Hessian (required for
+ * BP_METHOD_GPTQ, ignored for RTN). packed (optional) must hold exactly
+ * bp_format_bytes(f, rows, cols) bytes (packed_len); deq (optional) receives
+ * rows x cols dequantized floats. */
+int bp_apply_tensor(const bp_tensor_info *t, const bp_format *f,
+                    bp_quant_method method, const double *h, uint8_t *packed,
+                    size_t packed_len, float *deq, bp_error *err);
+
+typedef struct bp_apply_options {
+    int dequantized;      /* 1: write dequantized weights in the source dtype */
+    int quiet;            /* no progress on stderr */
+    int skip_model_hash;  /* 1: do not check the model's content hash */
+} bp_apply_options;
+
+/* Check the plan against the model (hash, every tensor present with the
+ * plan's shape) and write out_dir (created if needed). Methods other than
+ * RTN need calibration statistics and are refused here with BP_EUNSUPPORTED
+ * until the calibration engine supplies them. */
+int bp_apply_model(const bp_plan *plan, const bp_model *model,
+                   const char *out_dir, const bp_apply_options *opt,
+                   bp_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

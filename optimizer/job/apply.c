@@ -1,0 +1,298 @@
+/* Applying a plan: quantize, pack, and stream a model directory out. */
+#include "bitplan/apply.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "bitplan/gptq.h"
+#include "bitplan/hash.h"
+#include "bitplan/progress.h"
+
+static float absmax_of(const float *w, size_t n)
+{
+    float m = 0.0f;
+    for (size_t i = 0; i < n; i++) {
+        float a = fabsf(w[i]);
+        m = a > m ? a : m;
+    }
+    return m;
+}
+
+int bp_apply_tensor(const bp_tensor_info *t, const bp_format *f,
+                    bp_quant_method method, const double *h, uint8_t *packed,
+                    size_t packed_len, float *deq, bp_error *err)
+{
+    int64_t rows = bp_tensor_rows(t), cols = bp_tensor_cols(t);
+    if (t->ndim != 2)
+        return bp_error_set(err, BP_EINVAL, "tensor '%s': only 2-D tensors are quantized", t->name);
+    if (!bp_format_supports(f, rows, cols))
+        return bp_error_set(err, BP_EINVAL, "tensor '%s': format %s cannot store %lld x %lld",
+                            t->name, f->name, (long long)rows, (long long)cols);
+    uint64_t need = bp_format_bytes(f, rows, cols);
+    if (packed && packed_len != need)
+        return bp_error_set(err, BP_EINVAL, "tensor '%s': packed buffer is %zu bytes, %s needs %llu",
+                            t->name, packed_len, f->name, (unsigned long long)need);
+    if (method == BP_METHOD_GPTQ && !h)
+        return bp_error_set(err, BP_EINVAL, "tensor '%s': GPTQ needs the input Hessian", t->name);
+
+    int rc = BP_OK;
+    size_t n = (size_t)rows * (size_t)cols;
+    int64_t groups = bp_format_groups_per_row(f, cols);
+    float *w = malloc(n * sizeof *w);
+    uint16_t *codes = malloc(n * sizeof *codes);
+    bp_qparams *params = malloc((size_t)rows * (size_t)groups * sizeof *params);
+    if (!w || !codes || !params) {
+        rc = bp_error_set(err, BP_ENOMEM, "tensor '%s': out of memory (%zu weights)", t->name, n);
+        goto out;
+    }
+    if ((rc = bp_tensor_rows_f32(t, 0, rows, w, err)) != BP_OK)
+        goto out;
+    float tparam = 0.0f;
+    if (method == BP_METHOD_GPTQ) {
+        rc = bp_gptq_quantize(f, w, rows, cols, h, cols, cols, BP_GPTQ_DAMP_DEFAULT, codes, params,
+                              &tparam, NULL, err);
+    } else {
+        tparam = bp_format_tensor_param(f, absmax_of(w, n));
+        rc = bp_format_quantize_rows(f, w, rows, cols, tparam, codes, params, err);
+    }
+    if (rc != BP_OK) {
+        bp_error_prefix(err, "tensor '%s'", t->name);
+        goto out;
+    }
+    if (deq)
+        bp_format_dequantize_rows(f, codes, params, rows, cols, deq);
+    if (packed && (rc = bp_format_pack(f, rows, cols, codes, params, tparam, packed, packed_len, err)) != BP_OK)
+        bp_error_prefix(err, "tensor '%s'", t->name);
+out:
+    free(w);
+    free(codes);
+    free(params);
+    return rc;
+}
+
+static int make_dir(const char *path, bp_error *err)
+{
+    if (mkdir(path, 0777) == 0 || errno == EEXIST) {
+        struct stat st;
+        if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+            return BP_OK;
+        return bp_error_set(err, BP_EIO, "%s exists and is not a directory", path);
+    }
+    return bp_error_set(err, BP_EIO, "cannot create directory %s: %s", path, strerror(errno));
+}
+
+static int write_text_file(const char *path, const char *text, bp_error *err)
+{
+    char tmp[4200];
+    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
+        return bp_error_set(err, BP_EINVAL, "path too long: %s", path);
+    FILE *fp = fopen(tmp, "wb");
+    if (!fp)
+        return bp_error_set(err, BP_EIO, "cannot write %s: %s", tmp, strerror(errno));
+    size_t len = strlen(text);
+    int bad = fwrite(text, 1, len, fp) != len;
+    bad |= fclose(fp) != 0;
+    if (bad || rename(tmp, path) != 0) {
+        remove(tmp);
+        return bp_error_set(err, BP_EIO, "cannot write %s", path);
+    }
+    return BP_OK;
+}
+
+static bp_dtype out_dtype(bp_dtype src)
+{
+    return (src == BP_DTYPE_F32 || src == BP_DTYPE_F16 || src == BP_DTYPE_BF16) ? src : BP_DTYPE_F32;
+}
+
+/* Convert floats to the output dtype in place-sized chunks and write. */
+static int write_floats(bp_st_writer *wr, bp_dtype dt, const float *x, size_t n, bp_error *err)
+{
+    if (dt == BP_DTYPE_F32)
+        return bp_st_writer_write(wr, x, n * sizeof *x, err);
+    enum { CHUNK = 1 << 16 };
+    uint16_t buf[CHUNK];
+    for (size_t i = 0; i < n; i += CHUNK) {
+        size_t m = n - i < CHUNK ? n - i : CHUNK;
+        for (size_t k = 0; k < m; k++)
+            buf[k] = dt == BP_DTYPE_F16 ? bp_f32_to_f16(x[i + k]) : bp_f32_to_bf16(x[i + k]);
+        int rc = bp_st_writer_write(wr, buf, m * sizeof *buf, err);
+        if (rc)
+            return rc;
+    }
+    return BP_OK;
+}
+
+int bp_apply_model(const bp_plan *plan, const bp_model *model,
+                   const char *out_dir, const bp_apply_options *opt,
+                   bp_error *err)
+{
+    bp_apply_options defaults = {0, 0, 0};
+    if (!opt)
+        opt = &defaults;
+    int rc = BP_OK;
+    bp_st_writer *wr = NULL;
+    json_t *meta = NULL;
+    char *meta_text = NULL, *plan_text = NULL;
+    bp_progress *prog = NULL;
+    size_t n_model = bp_model_count(model);
+    size_t n_plan = bp_plan_tensor_count(plan);
+    long *plan_index = calloc(n_model ? n_model : 1, sizeof *plan_index);
+    if (!plan_index)
+        return bp_error_set(err, BP_ENOMEM, "apply: out of memory");
+
+    bp_plan_info info;
+    bp_plan_get_info(plan, &info);
+    if (!opt->skip_model_hash && info.model_hash && info.model_hash[0]) {
+        char h[BP_HASH_HEX_LEN + 1];
+        if ((rc = bp_model_content_hash(model, h, err)) != BP_OK)
+            goto out;
+        if (strcmp(h, info.model_hash)) {
+            rc = bp_error_set(err, BP_EMISMATCH,
+                              "the plan was made for a different model (plan model hash %s, %s has %s)",
+                              info.model_hash, bp_model_dir(model), h);
+            goto out;
+        }
+    }
+    /* Every plan tensor must exist in the model with the plan's shape. */
+    for (size_t i = 0; i < n_model; i++)
+        plan_index[i] = -1;
+    for (size_t i = 0; i < n_plan; i++) {
+        bp_plan_tensor pt;
+        bp_plan_tensor_get(plan, i, &pt);
+        long mi = bp_model_find(model, pt.name);
+        if (mi < 0) {
+            rc = bp_error_set(err, BP_EMISMATCH, "plan tensor '%s' is not in the model %s", pt.name,
+                              bp_model_dir(model));
+            goto out;
+        }
+        const bp_tensor_info *t = bp_model_tensor(model, (size_t)mi);
+        if (t->ndim != 2 || t->shape[0] != pt.rows || t->shape[1] != pt.cols) {
+            rc = bp_error_set(err, BP_EMISMATCH, "plan tensor '%s' is %lld x %lld in the plan but not in the model",
+                              pt.name, (long long)pt.rows, (long long)pt.cols);
+            goto out;
+        }
+        if (pt.blocks) {
+            rc = bp_error_set(err, BP_EUNSUPPORTED, "plan tensor '%s' has a block map; this build applies whole-tensor formats only",
+                              pt.name);
+            goto out;
+        }
+        if (pt.method != BP_METHOD_RTN) {
+            rc = bp_error_set(err, BP_EUNSUPPORTED,
+                              "plan tensor '%s' uses method %s, which needs calibration input", pt.name,
+                              bp_table_method_name(pt.method));
+            goto out;
+        }
+        plan_index[mi] = (long)i;
+    }
+
+    if ((rc = make_dir(out_dir, err)) != BP_OK)
+        goto out;
+    char path[4200];
+    snprintf(path, sizeof path, "%s/config.json", out_dir);
+    if ((rc = write_text_file(path, bp_model_config_text(model), err)) != BP_OK)
+        goto out;
+    if (!(plan_text = bp_plan_to_string(plan, err))) {
+        rc = err ? err->code : BP_ENOMEM;
+        goto out;
+    }
+    snprintf(path, sizeof path, "%s/bitplan_plan.json", out_dir);
+    if ((rc = write_text_file(path, plan_text, err)) != BP_OK)
+        goto out;
+
+    snprintf(path, sizeof path, "%s/model.safetensors", out_dir);
+    if ((rc = bp_st_writer_new(path, &wr, err)) != BP_OK)
+        goto out;
+    meta = json_object();
+    if (!meta) {
+        rc = bp_error_set(err, BP_ENOMEM, "apply: out of memory");
+        goto out;
+    }
+    json_object_set_new(meta, "schema", json_string(opt->dequantized ? "bitplan.dequantized/v1"
+                                                                      : "bitplan.packed/v1"));
+    json_t *tensors = json_object();
+    json_object_set_new(meta, "tensors", tensors);
+    /* Declare every tensor first: the header needs all sizes. */
+    for (size_t i = 0; i < n_model; i++) {
+        const bp_tensor_info *t = bp_model_tensor(model, i);
+        if (plan_index[i] < 0 || opt->dequantized) {
+            bp_dtype dt = plan_index[i] < 0 ? t->dtype : out_dtype(t->dtype);
+            rc = bp_st_writer_declare(wr, t->name, dt, t->ndim, t->shape, err);
+        } else {
+            bp_plan_tensor pt;
+            bp_plan_tensor_get(plan, (size_t)plan_index[i], &pt);
+            int64_t len = (int64_t)pt.bytes;
+            rc = bp_st_writer_declare(wr, t->name, BP_DTYPE_U8, 1, &len, err);
+        }
+        if (rc != BP_OK)
+            goto out;
+        if (plan_index[i] >= 0) {
+            bp_plan_tensor pt;
+            bp_plan_tensor_get(plan, (size_t)plan_index[i], &pt);
+            json_t *e = json_object();
+            json_object_set_new(e, "format", json_string(pt.format));
+            json_object_set_new(e, "shape", json_pack("[II]", (json_int_t)pt.rows, (json_int_t)pt.cols));
+            json_object_set_new(e, "dtype", json_string(bp_dtype_name(t->dtype)));
+            json_object_set_new(e, "method", json_string(bp_table_method_name(pt.method)));
+            json_object_set_new(tensors, t->name, e);
+        }
+    }
+    meta_text = json_dumps(meta, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    if (!meta_text || (rc = bp_st_writer_metadata(wr, "bitplan", meta_text, err)) != BP_OK) {
+        if (!meta_text)
+            rc = bp_error_set(err, BP_ENOMEM, "apply: out of memory");
+        goto out;
+    }
+    prog = bp_progress_new("apply", n_model, opt->quiet);
+    for (size_t i = 0; i < n_model; i++) {
+        const bp_tensor_info *t = bp_model_tensor(model, i);
+        if (plan_index[i] < 0) {
+            rc = bp_st_writer_write(wr, t->data, t->nbytes, err);
+        } else {
+            bp_plan_tensor pt;
+            bp_plan_tensor_get(plan, (size_t)plan_index[i], &pt);
+            bp_format f;
+            if ((rc = bp_format_parse(pt.format, &f, err)) != BP_OK)
+                goto out;
+            if (opt->dequantized) {
+                float *deq = malloc((size_t)t->numel * sizeof *deq);
+                if (!deq) {
+                    rc = bp_error_set(err, BP_ENOMEM, "tensor '%s': out of memory", t->name);
+                    goto out;
+                }
+                rc = bp_apply_tensor(t, &f, pt.method, NULL, NULL, 0, deq, err);
+                if (rc == BP_OK)
+                    rc = write_floats(wr, out_dtype(t->dtype), deq, (size_t)t->numel, err);
+                free(deq);
+            } else {
+                uint8_t *packed = malloc(pt.bytes);
+                if (!packed) {
+                    rc = bp_error_set(err, BP_ENOMEM, "tensor '%s': out of memory", t->name);
+                    goto out;
+                }
+                rc = bp_apply_tensor(t, &f, pt.method, NULL, packed, pt.bytes, NULL, err);
+                if (rc == BP_OK)
+                    rc = bp_st_writer_write(wr, packed, pt.bytes, err);
+                free(packed);
+            }
+        }
+        if (rc != BP_OK)
+            goto out;
+        bp_progress_tick(prog, 1);
+    }
+    if ((rc = bp_st_writer_finish(wr, err)) != BP_OK)
+        goto out;
+    bp_progress_done(prog);
+out:
+    bp_progress_destroy(&prog);
+    bp_st_writer_destroy(&wr);
+    free(meta_text);
+    free(plan_text);
+    json_decref(meta);
+    free(plan_index);
+    return rc;
+}

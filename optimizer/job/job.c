@@ -1,0 +1,423 @@
+/* The planning job: selection -> measurement -> problem -> solve -> plan. */
+#include "bitplan/job.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "bitplan/format.h"
+#include "bitplan/hash.h"
+#include "bitplan/progress.h"
+#include "job_internal.h"
+
+#define BP_MENU_MAX 256
+
+void bp_job_spec_default(bp_job_spec *s)
+{
+    memset(s, 0, sizeof *s);
+    s->metric = -1;
+    s->solver = BP_JOB_SOLVER_ILP;
+}
+
+int bp_job_parse_formats(const char *list, bp_format *out, size_t cap,
+                         size_t *n_out, bp_error *err)
+{
+    *n_out = 0;
+    if (!list || !strcmp(list, "all")) {
+        size_t n = bp_format_menu(out, cap);
+        *n_out = n < cap ? n : cap;
+        return BP_OK;
+    }
+    const char *p = list;
+    while (*p) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        char name[BP_FORMAT_NAME_MAX + 8];
+        if (len == 0 || len >= sizeof name)
+            return bp_error_set(err, BP_EINVAL, "--formats: empty or overlong entry in '%s'", list);
+        memcpy(name, p, len);
+        name[len] = '\0';
+        if (*n_out >= cap)
+            return bp_error_set(err, BP_EINVAL, "--formats: more than %zu formats", cap);
+        bp_format f;
+        if (bp_format_parse(name, &f, err) != BP_OK)
+            return bp_error_prefix(err, "--formats");
+        for (size_t i = 0; i < *n_out; i++)
+            if (!strcmp(out[i].name, f.name))
+                return bp_error_set(err, BP_EINVAL, "--formats: '%s' is listed twice", f.name);
+        out[(*n_out)++] = f;
+        p += len;
+        if (*p == ',')
+            p++;
+    }
+    if (*n_out == 0)
+        return bp_error_set(err, BP_EINVAL, "--formats: no format given");
+    return BP_OK;
+}
+
+int bp_job_measure(const bp_model *model, const bp_selection *sel,
+                   const bp_imatrix *imatrix, int quiet, bp_table **out,
+                   bp_error *err)
+{
+    *out = NULL;
+    int rc = BP_OK;
+    bp_table *t = bp_table_new();
+    uint64_t total_cells = 0;
+    for (size_t i = 0; i < sel->n; i++)
+        total_cells += sel->tensors[i].n_formats;
+    bp_progress *prog = bp_progress_new("sweep", total_cells, quiet);
+    if (!t || !prog) {
+        rc = bp_error_set(err, BP_ENOMEM, "sweep: out of memory");
+        goto out;
+    }
+    if ((rc = bp_table_declare_metric(t, BP_METRIC_MSE, err)) != BP_OK)
+        goto out;
+    if (imatrix && (rc = bp_table_declare_metric(t, BP_METRIC_HDIAG, err)) != BP_OK)
+        goto out;
+    for (size_t i = 0; i < sel->n; i++) {
+        const bp_selected_tensor *st = &sel->tensors[i];
+        const bp_tensor_info *ti = bp_model_tensor(model, st->source_index);
+        const float *colw = NULL;
+        if (imatrix) {
+            int64_t n = 0;
+            colw = bp_imatrix_find(imatrix, st->name, &n);
+            if (!colw) {
+                rc = bp_error_set(err, BP_ENOTFOUND,
+                                  "imatrix has no entry for tensor '%s'", st->name);
+                goto out;
+            }
+            if (n != st->cols) {
+                rc = bp_error_set(err, BP_EMISMATCH,
+                                  "imatrix entry for '%s' has %lld values, tensor has %lld input channels",
+                                  st->name, (long long)n, (long long)st->cols);
+                goto out;
+            }
+        }
+        if ((rc = bp__job_measure_tensor(ti, st, colw, t, err)) != BP_OK)
+            goto out;
+        bp_progress_tick(prog, st->n_formats);
+    }
+    bp_progress_done(prog);
+    *out = t;
+    t = NULL;
+out:
+    bp_progress_destroy(&prog);
+    bp_table_destroy(&t);
+    return rc;
+}
+
+/* Items of the problem are tensors; this maps an item to its table rows. */
+typedef struct {
+    const char *tensor;
+    size_t first_row; /* for ordering when sel is NULL */
+} item_ref;
+
+static int allowed_in_selection(const bp_selected_tensor *st, const char *format)
+{
+    for (size_t k = 0; k < st->n_formats; k++)
+        if (!strcmp(st->formats[k].name, format))
+            return 1;
+    return 0;
+}
+
+/* A table row's bytes must agree with the registry, or the plan would
+ * promise a size the packed file does not have. */
+static int check_row_bytes(const bp_table_row *r, bp_error *err)
+{
+    bp_format f;
+    bp_error perr;
+    if (bp_format_parse(r->format, &f, &perr) != BP_OK)
+        return bp_error_set(err, BP_EFORMAT, "table row '%s' / '%s': %s", r->tensor,
+                            r->format, perr.msg);
+    if (r->rows <= 0 || r->cols <= 0)
+        return BP_OK;
+    if (!bp_format_supports(&f, r->rows, r->cols))
+        return bp_error_set(err, BP_EFORMAT,
+                            "table row '%s' / '%s': format cannot store a %lld x %lld tensor",
+                            r->tensor, r->format, (long long)r->rows, (long long)r->cols);
+    uint64_t want = bp_format_bytes(&f, r->rows, r->cols);
+    if (want != r->bytes)
+        return bp_error_set(err, BP_EFORMAT,
+                            "table row '%s' / '%s': bytes %llu, but the format needs %llu for %lld x %lld",
+                            r->tensor, r->format, (unsigned long long)r->bytes,
+                            (unsigned long long)want, (long long)r->rows, (long long)r->cols);
+    return BP_OK;
+}
+
+int bp_job_build_problem(const bp_table *table, const bp_selection *sel,
+                         bp_metric metric, bp_problem **out, bp_error *err)
+{
+    *out = NULL;
+    int rc = BP_OK;
+    size_t nrows = bp_table_count(table);
+    bp_problem *p = bp_problem_new(1);
+    char **names = NULL;
+    size_t n_names = 0;
+    if (!p)
+        return bp_error_set(err, BP_ENOMEM, "problem: out of memory");
+    if (!bp_table_has_metric(table, metric)) {
+        rc = bp_error_set(err, BP_EINVAL, "the table has no '%s' column",
+                          bp_table_metric_name(metric));
+        goto out;
+    }
+    /* Item order: the selection's when given, else first appearance. */
+    names = calloc(sel ? sel->n : nrows, sizeof *names);
+    if (!names && (sel ? sel->n : nrows)) {
+        rc = bp_error_set(err, BP_ENOMEM, "problem: out of memory");
+        goto out;
+    }
+    if (sel) {
+        for (size_t i = 0; i < sel->n; i++)
+            names[n_names++] = sel->tensors[i].name;
+    } else {
+        for (size_t r = 0; r < nrows; r++) {
+            bp_table_row row;
+            bp_table_get_row(table, r, &row);
+            int seen = 0;
+            /* Tables list a tensor's rows together; check the last name
+             * first so this stays linear in practice. */
+            for (size_t k = n_names; k-- > 0;)
+                if (!strcmp(names[k], row.tensor)) {
+                    seen = 1;
+                    break;
+                }
+            if (!seen)
+                names[n_names++] = (char *)row.tensor;
+        }
+    }
+    /* Rows of each tensor, in table order. Index rows by tensor once. */
+    for (size_t it = 0; it < n_names; it++) {
+        const char *name = names[it];
+        const bp_selected_tensor *st = sel ? &sel->tensors[it] : NULL;
+        if ((rc = bp_problem_add_item(p, name, err)) != BP_OK)
+            goto out;
+        size_t added = 0;
+        for (size_t r = 0; r < nrows; r++) {
+            bp_table_row row;
+            bp_table_get_row(table, r, &row);
+            if (strcmp(row.tensor, name) || (row.block && row.block[0]))
+                continue;
+            if (isnan(row.metric[metric]))
+                continue;
+            if (st && !allowed_in_selection(st, row.format))
+                continue;
+            if (st && (row.rows <= 0 || row.cols <= 0)) {
+                row.rows = st->rows;
+                row.cols = st->cols;
+            }
+            if ((rc = check_row_bytes(&row, err)) != BP_OK)
+                goto out;
+            double cost = (double)row.bytes;
+            if ((rc = bp_problem_add_choice(p, (int32_t)r, row.metric[metric], &cost, err)) != BP_OK)
+                goto out;
+            added++;
+        }
+        if (added == 0) {
+            rc = bp_error_set(err, BP_EINVAL,
+                              "tensor '%s' has no measured '%s' value for any allowed format in the table",
+                              name, bp_table_metric_name(metric));
+            goto out;
+        }
+    }
+    *out = p;
+    p = NULL;
+out:
+    free(names);
+    bp_problem_destroy(&p);
+    return rc;
+}
+
+static int file_exists(const char *path)
+{
+    struct stat st;
+    return path && stat(path, &st) == 0;
+}
+
+/* Table rows must describe this model, or a stale table would silently
+ * plan the wrong weights. */
+static int check_table_model(const bp_table *t, const char *path, const char *model_hash,
+                             bp_error *err)
+{
+    const char *h = bp_table_get_meta(t, "model_hash");
+    if (h && model_hash && strcmp(h, model_hash))
+        return bp_error_set(err, BP_EMISMATCH,
+                            "%s was measured on a different model (model_hash %s, this model %s); "
+                            "use --resweep to measure again",
+                            path, h, model_hash);
+    return BP_OK;
+}
+
+int bp_job_run(const bp_job_spec *spec, bp_plan **out, bp_error *err)
+{
+    *out = NULL;
+    int rc = BP_OK;
+    bp_model *model = NULL;
+    bp_rules *rules = NULL;
+    bp_selection *sel = NULL;
+    bp_imatrix *imatrix = NULL;
+    bp_table *table = NULL;
+    bp_problem *prob = NULL;
+    bp_plan *plan = NULL;
+    bp_solution sol;
+    memset(&sol, 0, sizeof sol);
+    char model_hash[BP_HASH_HEX_LEN + 1] = "";
+    bp_format menu[BP_MENU_MAX];
+    size_t n_menu = 0;
+    double t_start = bp_now_seconds();
+
+    if (spec->budget.kind == BP_BUDGET_NONE)
+        return bp_error_set(err, BP_EINVAL, "a budget is required (--budget-bits or --budget-bytes)");
+    if ((rc = bp_job_parse_formats(spec->formats, menu, BP_MENU_MAX, &n_menu, err)) != BP_OK)
+        goto out;
+    if (spec->rules_path && (rc = bp_rules_load(spec->rules_path, &rules, err)) != BP_OK)
+        goto out;
+    if (spec->imatrix_path && (rc = bp_imatrix_load(spec->imatrix_path, &imatrix, err)) != BP_OK)
+        goto out;
+    int metric = spec->metric >= 0 ? spec->metric : (imatrix ? BP_METRIC_HDIAG : BP_METRIC_MSE);
+    if (metric == BP_METRIC_HDIAG && !imatrix && !(spec->table_path && file_exists(spec->table_path) && !spec->resweep)) {
+        rc = bp_error_set(err, BP_EINVAL, "metric 'hdiag' needs importance weights (--imatrix FILE)");
+        goto out;
+    }
+    if (metric != BP_METRIC_MSE && metric != BP_METRIC_HDIAG &&
+        !(spec->table_path && file_exists(spec->table_path) && !spec->resweep)) {
+        rc = bp_error_set(err, BP_EUNSUPPORTED,
+                          "metric '%s' needs calibration data, which this build's `plan` does not measure yet; "
+                          "give a table that has the column (--table)",
+                          bp_table_metric_name(metric));
+        goto out;
+    }
+
+    if (spec->model_dir) {
+        if ((rc = bp_model_open(spec->model_dir, &model, err)) != BP_OK)
+            goto out;
+        if (!spec->skip_model_hash && (rc = bp_model_content_hash(model, model_hash, err)) != BP_OK)
+            goto out;
+        if ((rc = bp_selection_build(model, rules, menu, n_menu, &sel, err)) != BP_OK)
+            goto out;
+        if (sel->n == 0) {
+            rc = bp_error_set(err, BP_EINVAL, "%s: no tensor is selected for quantization", spec->model_dir);
+            goto out;
+        }
+    }
+
+    int reuse = spec->table_path && file_exists(spec->table_path) && !spec->resweep;
+    if (reuse) {
+        if ((rc = bp_table_read(spec->table_path, &table, err)) != BP_OK)
+            goto out;
+        if ((rc = check_table_model(table, spec->table_path, model_hash[0] ? model_hash : NULL, err)) != BP_OK)
+            goto out;
+        if (!spec->quiet)
+            fprintf(stderr, "bitplan: re-solving the existing table %s (no sweep)\n", spec->table_path);
+    } else {
+        if (!model) {
+            rc = bp_error_set(err, BP_EINVAL, "--model is required unless --table names an existing table");
+            goto out;
+        }
+        if ((rc = bp_job_measure(model, sel, imatrix, spec->quiet, &table, err)) != BP_OK)
+            goto out;
+        if ((rc = bp_table_set_meta(table, "model", spec->model_dir, err)) != BP_OK)
+            goto out;
+        if (model_hash[0] && (rc = bp_table_set_meta(table, "model_hash", model_hash, err)) != BP_OK)
+            goto out;
+        if (spec->table_path && (rc = bp_table_write(table, spec->table_path, err)) != BP_OK)
+            goto out;
+    }
+    double t_measured = bp_now_seconds();
+
+    if ((rc = bp_job_build_problem(table, sel, (bp_metric)metric, &prob, err)) != BP_OK)
+        goto out;
+    /* Parameters covered by the budget: the selected tensors, or the
+     * table's tensors when solving a table alone. */
+    uint64_t params = 0;
+    if (sel) {
+        params = sel->total_params;
+    } else {
+        for (size_t i = 0; i < prob->n_items; i++) {
+            bp_table_row row;
+            bp_table_get_row(table, (size_t)prob->label[prob->item_start[i]], &row);
+            uint64_t n = row.params ? row.params : (uint64_t)row.rows * (uint64_t)row.cols;
+            if (n == 0 && spec->budget.kind == BP_BUDGET_BITS) {
+                rc = bp_error_set(err, BP_EINVAL,
+                                  "a bits budget needs each tensor's size: table row '%s' has no rows/cols/params",
+                                  row.tensor);
+                goto out;
+            }
+            params += n;
+        }
+    }
+    uint64_t capacity = 0;
+    if ((rc = bp_budget_capacity(&spec->budget, params, &capacity, err)) != BP_OK)
+        goto out;
+    if ((rc = bp_problem_set_constraint(prob, 0, "bytes", (double)capacity, err)) != BP_OK)
+        goto out;
+
+    if (spec->solver == BP_JOB_SOLVER_DP) {
+        rc = bp_solve_dp(prob, 0, &sol, err);
+    } else {
+        bp_ilp_options o;
+        bp_ilp_options_default(&o);
+        if (spec->time_limit_s > 0)
+            o.time_limit_s = spec->time_limit_s;
+        o.export_lp = spec->export_lp;
+        rc = bp_solve_ilp(prob, &o, &sol, err);
+    }
+    if (rc != BP_OK)
+        goto out;
+    if (sol.status != BP_SOLVE_OPTIMAL && sol.status != BP_SOLVE_FEASIBLE) {
+        rc = bp_error_set(err, BP_ESOLVER, "the solver stopped without a plan (status %s)",
+                          bp_solve_status_name(sol.status));
+        goto out;
+    }
+    double t_solved = bp_now_seconds();
+
+    plan = bp_plan_new();
+    if (!plan) {
+        rc = bp_error_set(err, BP_ENOMEM, "plan: out of memory");
+        goto out;
+    }
+    if ((rc = bp_plan_set_tool(plan, "bitplan", BP_JOB_VERSION, err)) ||
+        (rc = bp_plan_set_model(plan, spec->model_dir ? spec->model_dir : bp_table_get_meta(table, "model"),
+                                model_hash[0] ? model_hash : bp_table_get_meta(table, "model_hash"), err)) ||
+        (rc = bp_plan_set_metric(plan, (bp_metric)metric, err)) ||
+        (rc = bp_plan_set_budget(plan, spec->budget.kind, spec->budget.bits,
+                                 spec->budget.kind == BP_BUDGET_BYTES ? spec->budget.bytes : capacity, err)) ||
+        (rc = bp_plan_set_solver(plan, sol.solver, bp_solve_status_name(sol.status), sol.objective,
+                                 sol.bound, sol.gap, err)))
+        goto out;
+    for (size_t i = 0; i < prob->n_items; i++) {
+        size_t k = prob->item_start[i] + (size_t)sol.choice[i];
+        bp_table_row row;
+        bp_table_get_row(table, (size_t)prob->label[k], &row);
+        const bp_selected_tensor *st = sel ? &sel->tensors[i] : NULL;
+        bp_plan_tensor pt;
+        memset(&pt, 0, sizeof pt);
+        pt.name = prob->item_name[i];
+        pt.rows = st ? st->rows : row.rows;
+        pt.cols = st ? st->cols : row.cols;
+        pt.dtype = st ? bp_dtype_name(st->dtype) : "BF16";
+        pt.format = row.format;
+        pt.method = row.method;
+        pt.predicted_error = prob->error[k];
+        pt.blocks = NULL;
+        if ((rc = bp_plan_add_tensor(plan, &pt, err)) != BP_OK)
+            goto out;
+    }
+    bp_plan_set_timing(plan, "measure_s", t_measured - t_start, NULL);
+    bp_plan_set_timing(plan, "solve_s", t_solved - t_measured, NULL);
+    if ((rc = bp_plan_validate(plan, err)) != BP_OK)
+        goto out;
+    *out = plan;
+    plan = NULL;
+out:
+    bp_solution_free(&sol);
+    bp_plan_destroy(&plan);
+    bp_problem_destroy(&prob);
+    bp_table_destroy(&table);
+    bp_imatrix_destroy(&imatrix);
+    bp_selection_destroy(&sel);
+    bp_rules_destroy(&rules);
+    bp_model_destroy(&model);
+    return rc;
+}
