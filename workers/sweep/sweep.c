@@ -1,0 +1,367 @@
+/* The RTN error sweep of one tensor over a list of formats. */
+#include <float.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bitplan/sweep.h"
+
+#define CH BP_SWEEP_CHUNK_ROWS
+/* Automatic slice: about 16 MB of floats, 64..1024 rows. */
+#define SLICE_FLOATS (4 * 1024 * 1024)
+#define SLICE_MAX_ROWS 1024
+
+static const char *tname(const bp_tensor_info *t)
+{
+    return t && t->name ? t->name : "?";
+}
+
+void bp_sweep_result_init(bp_sweep_result *r)
+{
+    if (r)
+        memset(r, 0, sizeof *r);
+}
+
+void bp_sweep_result_free(bp_sweep_result *r)
+{
+    if (!r)
+        return;
+    free(r->fmts);
+    free(r->supported);
+    free(r->bytes);
+    free(r->chunk_done);
+    free(r->partial);
+    bp_sweep_result_init(r);
+}
+
+static size_t pidx(const bp_sweep_result *r, size_t f, int m)
+{
+    return (f * (size_t)r->nmetric + (size_t)m) * (size_t)r->nchunks;
+}
+
+const double *bp_sweep_partial(const bp_sweep_result *r, size_t fmt, int metric)
+{
+    if (!r || !r->partial || fmt >= r->nfmt || metric < 0 || metric >= r->nmetric)
+        return NULL;
+    return r->partial + pidx(r, fmt, metric);
+}
+
+/* Allocate the arrays for nfmt formats of a rows x cols tensor; partials
+ * start as NaN, no chunk swept. */
+static int alloc_result(bp_sweep_result *r, int64_t rows, int64_t cols, size_t nfmt)
+{
+    r->rows = rows;
+    r->cols = cols;
+    r->nchunks = (rows + CH - 1) / CH;
+    r->nfmt = nfmt;
+    r->nmetric = BP_SWEEP_NMETRIC;
+    r->tensor_absmax = -1.0f;
+    size_t np = nfmt * (size_t)r->nmetric * (size_t)r->nchunks;
+    r->fmts = calloc(nfmt, sizeof *r->fmts);
+    r->supported = calloc(nfmt, 1);
+    r->bytes = calloc(nfmt, sizeof *r->bytes);
+    r->chunk_done = calloc((size_t)r->nchunks, 1);
+    r->partial = malloc(np * sizeof *r->partial);
+    if (!r->fmts || !r->supported || !r->bytes || !r->chunk_done || !r->partial) {
+        bp_sweep_result_free(r);
+        return BP_ENOMEM;
+    }
+    for (size_t i = 0; i < np; i++)
+        r->partial[i] = NAN;
+    return BP_OK;
+}
+
+/* Index of the first row of buf (n rows) holding a non-finite value, or -1. */
+static int64_t first_bad_row(const float *buf, int64_t n, int64_t cols)
+{
+    for (int64_t r = 0; r < n; r++) {
+        const float *x = buf + r * cols;
+        uint32_t bad = 0;
+        for (int64_t j = 0; j < cols; j++) {
+            uint32_t u;
+            memcpy(&u, &x[j], 4);
+            bad |= (u & 0x7f800000u) == 0x7f800000u;
+        }
+        if (bad)
+            return r;
+    }
+    return -1;
+}
+
+static int64_t auto_slice(int64_t cols, int64_t want)
+{
+    int64_t s = want > 0 ? want : SLICE_FLOATS / (cols > 0 ? cols : 1);
+    if (want <= 0 && s > SLICE_MAX_ROWS)
+        s = SLICE_MAX_ROWS;
+    s = (s + CH - 1) / CH * CH;
+    return s < CH ? CH : s;
+}
+
+int bp_sweep_tensor_absmax(const bp_tensor_info *t, float *out, bp_error *err)
+{
+    if (!t || !out)
+        return bp_error_set(err, BP_EINVAL, "sweep absmax: NULL argument");
+    int64_t rows = bp_tensor_rows(t), cols = bp_tensor_cols(t);
+    if (rows < 1 || cols < 1)
+        return bp_error_set(err, BP_EINVAL, "tensor '%s': empty", tname(t));
+    int64_t slice = auto_slice(cols, 0);
+    float *buf = malloc((size_t)slice * (size_t)cols * sizeof *buf);
+    if (!buf)
+        return bp_error_set(err, BP_ENOMEM, "tensor '%s': out of memory for a %lld-row slice",
+                            tname(t), (long long)slice);
+    int rc = BP_OK;
+    float amax = 0.0f;
+    for (int64_t r = 0; r < rows; r += slice) {
+        int64_t n = rows - r < slice ? rows - r : slice;
+        rc = bp_tensor_rows_f32(t, r, n, buf, err);
+        if (rc)
+            goto out;
+        int64_t bad = first_bad_row(buf, n, cols);
+        if (bad >= 0) {
+            rc = bp_error_set(err, BP_EFORMAT, "tensor '%s': row %lld: non-finite weight",
+                              tname(t), (long long)(r + bad));
+            goto out;
+        }
+        /* Max is exact and order-free, so the lane split cannot change it. */
+        float m[16] = {0};
+        size_t total = (size_t)n * (size_t)cols, i = 0;
+        for (; i + 16 <= total; i += 16)
+            for (int l = 0; l < 16; l++) {
+                float a = fabsf(buf[i + (size_t)l]);
+                m[l] = a > m[l] ? a : m[l];
+            }
+        for (; i < total; i++) {
+            float a = fabsf(buf[i]);
+            m[0] = a > m[0] ? a : m[0];
+        }
+        for (int l = 0; l < 16; l++)
+            amax = m[l] > amax ? m[l] : amax;
+    }
+    *out = amax;
+out:
+    free(buf);
+    return rc;
+}
+
+int bp_sweep_tensor(const bp_tensor_info *t, const bp_format *fmts, size_t nfmt,
+                    const float *colw, int64_t row0, int64_t nrows, bp_sweep_result *out,
+                    bp_error *err)
+{
+    return bp_sweep_tensor_ex(t, fmts, nfmt, colw, row0, nrows, NULL, out, err);
+}
+
+int bp_sweep_tensor_ex(const bp_tensor_info *t, const bp_format *fmts, size_t nfmt,
+                       const float *colw, int64_t row0, int64_t nrows,
+                       const bp_sweep_opts *opts, bp_sweep_result *out, bp_error *err)
+{
+    if (!out)
+        return bp_error_set(err, BP_EINVAL, "sweep: NULL result");
+    bp_sweep_result_free(out);
+    if (!t || !fmts || nfmt == 0)
+        return bp_error_set(err, BP_EINVAL, "sweep: no tensor or no formats");
+    bp_sweep_opts o = BP_SWEEP_OPTS_INIT;
+    if (opts)
+        o = *opts;
+    int64_t rows = bp_tensor_rows(t), cols = bp_tensor_cols(t);
+    if (rows < 1 || cols < 1)
+        return bp_error_set(err, BP_EINVAL, "tensor '%s': empty (%lld x %lld)", tname(t),
+                            (long long)rows, (long long)cols);
+    if (row0 < 0 || nrows < 0 || row0 > rows || nrows > rows - row0)
+        return bp_error_set(err, BP_EINVAL, "tensor '%s': rows [%lld, +%lld) outside [0, %lld)",
+                            tname(t), (long long)row0, (long long)nrows, (long long)rows);
+    if (row0 % CH != 0 || (nrows % CH != 0 && row0 + nrows != rows))
+        return bp_error_set(err, BP_EINVAL,
+                            "tensor '%s': rows [%lld, +%lld) not aligned to %d-row chunks",
+                            tname(t), (long long)row0, (long long)nrows, CH);
+    if (colw)
+        for (int64_t j = 0; j < cols; j++)
+            if (!(colw[j] >= 0.0f && colw[j] <= FLT_MAX))
+                return bp_error_set(err, BP_EINVAL,
+                                    "tensor '%s': column importance %lld is %g, not finite >= 0",
+                                    tname(t), (long long)j, (double)colw[j]);
+    if (!(o.tensor_absmax < 0.0f) && !(o.tensor_absmax <= FLT_MAX))
+        return bp_error_set(err, BP_EINVAL, "tensor '%s': given tensor absmax is not finite",
+                            tname(t));
+
+    bp_sweep_result r;
+    bp_sweep_result_init(&r);
+    float *buf = NULL;
+    double *rs = NULL, *rw = NULL;
+    int rc = alloc_result(&r, rows, cols, nfmt);
+    if (rc) {
+        rc = bp_error_set(err, rc, "tensor '%s': out of memory for sweep results", tname(t));
+        goto out;
+    }
+    r.has_colw = colw != NULL;
+    int need_absmax = 0;
+    for (size_t i = 0; i < nfmt; i++) {
+        r.fmts[i] = fmts[i];
+        r.supported[i] = (uint8_t)(bp_format_supports(&fmts[i], rows, cols) != 0);
+        r.bytes[i] = r.supported[i] ? bp_format_bytes(&fmts[i], rows, cols) : 0;
+        need_absmax |= r.supported[i] && fmts[i].kind == BP_FMT_NVFP4;
+    }
+    if (need_absmax) {
+        if (o.tensor_absmax >= 0.0f)
+            r.tensor_absmax = o.tensor_absmax;
+        else if ((rc = bp_sweep_tensor_absmax(t, &r.tensor_absmax, err)) != BP_OK)
+            goto out;
+    }
+
+    int64_t slice = auto_slice(cols, o.slice_rows);
+    if (slice > nrows)
+        slice = (nrows + CH - 1) / CH * CH;
+    if (nrows > 0) {
+        buf = malloc((size_t)slice * (size_t)cols * sizeof *buf);
+        rs = malloc((size_t)slice * sizeof *rs);
+        rw = malloc((size_t)slice * sizeof *rw);
+        if (!buf || !rs || !rw) {
+            rc = bp_error_set(err, BP_ENOMEM, "tensor '%s': out of memory for a %lld-row slice",
+                              tname(t), (long long)slice);
+            goto out;
+        }
+    }
+    for (int64_t s0 = row0; s0 < row0 + nrows; s0 += slice) {
+        int64_t n = row0 + nrows - s0 < slice ? row0 + nrows - s0 : slice;
+        if ((rc = bp_tensor_rows_f32(t, s0, n, buf, err)) != BP_OK)
+            goto out;
+        int64_t bad = first_bad_row(buf, n, cols);
+        if (bad >= 0) {
+            rc = bp_error_set(err, BP_EFORMAT, "tensor '%s': row %lld: non-finite weight",
+                              tname(t), (long long)(s0 + bad));
+            goto out;
+        }
+        for (size_t fi = 0; fi < nfmt; fi++) {
+            if (!r.supported[fi])
+                continue;
+            const bp_format *f = &r.fmts[fi];
+            float tp = bp_format_tensor_param(f, r.tensor_absmax);
+            rc = bp_format_rtn_error_rows(f, buf, n, cols, tp, colw, rs, colw ? rw : NULL, NULL,
+                                          err);
+            if (rc) {
+                bp_error_prefix(err, "tensor '%s' rows [%lld, +%lld)", tname(t), (long long)s0,
+                                (long long)n);
+                goto out;
+            }
+            /* s0 is chunk-aligned: chunk partials are serial row sums. */
+            double *ps = r.partial + pidx(&r, fi, BP_SWEEP_SSE);
+            double *pw = r.partial + pidx(&r, fi, BP_SWEEP_WSSE);
+            for (int64_t c0 = 0; c0 < n; c0 += CH) {
+                int64_t ce = c0 + CH < n ? c0 + CH : n, ci = (s0 + c0) / CH;
+                double a = 0.0, b = 0.0;
+                for (int64_t i = c0; i < ce; i++) {
+                    a += rs[i];
+                    if (colw)
+                        b += rw[i];
+                }
+                ps[ci] = a;
+                pw[ci] = colw ? b : NAN;
+            }
+        }
+        for (int64_t c0 = 0; c0 < n; c0 += CH)
+            r.chunk_done[(s0 + c0) / CH] = 1;
+    }
+    *out = r;
+    bp_sweep_result_init(&r);
+out:
+    bp_sweep_result_free(&r);
+    free(buf);
+    free(rs);
+    free(rw);
+    return rc;
+}
+
+int bp_sweep_result_complete(const bp_sweep_result *r)
+{
+    if (!r || !r->chunk_done || r->nchunks < 1)
+        return 0;
+    for (int64_t c = 0; c < r->nchunks; c++)
+        if (!r->chunk_done[c])
+            return 0;
+    return 1;
+}
+
+double bp_sweep_result_total(const bp_sweep_result *r, size_t fmt, int metric)
+{
+    const double *p = bp_sweep_partial(r, fmt, metric);
+    if (!p || !r->supported[fmt] || (metric == BP_SWEEP_WSSE && !r->has_colw))
+        return NAN;
+    double s = 0.0;
+    for (int64_t c = 0; c < r->nchunks; c++)
+        if (r->chunk_done[c])
+            s += p[c];
+    return s;
+}
+
+static int copy_result(bp_sweep_result *dst, const bp_sweep_result *src)
+{
+    bp_sweep_result r;
+    bp_sweep_result_init(&r);
+    if (alloc_result(&r, src->rows, src->cols, src->nfmt))
+        return BP_ENOMEM;
+    r.nmetric = src->nmetric;
+    r.has_colw = src->has_colw;
+    r.tensor_absmax = src->tensor_absmax;
+    size_t np = src->nfmt * (size_t)src->nmetric * (size_t)src->nchunks;
+    if (src->nmetric != BP_SWEEP_NMETRIC) {
+        /* A result from another version: size the partials to match. */
+        free(r.partial);
+        r.partial = malloc(np * sizeof *r.partial);
+        if (!r.partial) {
+            bp_sweep_result_free(&r);
+            return BP_ENOMEM;
+        }
+    }
+    memcpy(r.fmts, src->fmts, src->nfmt * sizeof *r.fmts);
+    memcpy(r.supported, src->supported, src->nfmt);
+    memcpy(r.bytes, src->bytes, src->nfmt * sizeof *r.bytes);
+    memcpy(r.chunk_done, src->chunk_done, (size_t)src->nchunks);
+    memcpy(r.partial, src->partial, np * sizeof *r.partial);
+    bp_sweep_result_free(dst);
+    *dst = r;
+    return BP_OK;
+}
+
+int bp_sweep_result_merge(bp_sweep_result *dst, const bp_sweep_result *src, bp_error *err)
+{
+    if (!dst || !src || !src->partial)
+        return bp_error_set(err, BP_EINVAL, "sweep merge: NULL or empty argument");
+    if (!dst->partial) {
+        if (copy_result(dst, src))
+            return bp_error_set(err, BP_ENOMEM, "sweep merge: out of memory");
+        return BP_OK;
+    }
+    if (dst->rows != src->rows || dst->cols != src->cols || dst->nfmt != src->nfmt ||
+        dst->nmetric != src->nmetric)
+        return bp_error_set(err, BP_EMISMATCH,
+                            "sweep merge: shapes differ (%lld x %lld, %zu formats, %d metrics "
+                            "vs %lld x %lld, %zu formats, %d metrics)",
+                            (long long)dst->rows, (long long)dst->cols, dst->nfmt, dst->nmetric,
+                            (long long)src->rows, (long long)src->cols, src->nfmt, src->nmetric);
+    if (dst->has_colw != src->has_colw)
+        return bp_error_set(err, BP_EMISMATCH, "sweep merge: one part has column importance, "
+                                               "the other not");
+    if (memcmp(&dst->tensor_absmax, &src->tensor_absmax, sizeof(float)) != 0)
+        return bp_error_set(err, BP_EMISMATCH, "sweep merge: tensor absmax %g vs %g",
+                            (double)dst->tensor_absmax, (double)src->tensor_absmax);
+    for (size_t i = 0; i < dst->nfmt; i++)
+        if (strcmp(dst->fmts[i].name, src->fmts[i].name) != 0 ||
+            dst->supported[i] != src->supported[i])
+            return bp_error_set(err, BP_EMISMATCH, "sweep merge: format %zu is %s vs %s", i,
+                                dst->fmts[i].name, src->fmts[i].name);
+    for (int64_t c = 0; c < dst->nchunks; c++)
+        if (dst->chunk_done[c] && src->chunk_done[c])
+            return bp_error_set(err, BP_EMISMATCH, "sweep merge: chunk %lld (rows %lld..) swept "
+                                                   "twice",
+                                (long long)c, (long long)c * CH);
+    for (size_t i = 0; i < dst->nfmt; i++)
+        for (int m = 0; m < dst->nmetric; m++) {
+            double *d = dst->partial + pidx(dst, i, m);
+            const double *s = src->partial + pidx(src, i, m);
+            for (int64_t c = 0; c < dst->nchunks; c++)
+                if (src->chunk_done[c])
+                    d[c] = s[c];
+        }
+    for (int64_t c = 0; c < dst->nchunks; c++)
+        dst->chunk_done[c] |= src->chunk_done[c];
+    return BP_OK;
+}
