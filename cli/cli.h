@@ -36,3 +36,21 @@ int bp_cli_parse_long(const char *cmd, const char *opt, const char *s,
                       long lo, long hi, long *out);
 
 #endif
+
+/* Calibration options shared by plan, apply and eval. Codes start at
+ * BP_CLI_CALIB_BASE so they never collide with a command's own. */
+#include "bitplan/calib_input.h"
+enum {
+    BP_CLI_CALIB_BASE = 1000,
+    BP_CLI_O_TEXT = BP_CLI_CALIB_BASE, BP_CLI_O_TOKENS, BP_CLI_O_STATS, BP_CLI_O_CTX,
+    BP_CLI_O_SEQS, BP_CLI_O_KLW, BP_CLI_O_DIAG
+};
+#define BP_CLI_CALIB_LONGOPTS(prefix)                                      \
+    {prefix "text", required_argument, NULL, BP_CLI_O_TEXT},               \
+    {prefix "tokens", required_argument, NULL, BP_CLI_O_TOKENS},           \
+    {"stats", required_argument, NULL, BP_CLI_O_STATS},                    \
+    {prefix "ctx", required_argument, NULL, BP_CLI_O_CTX},                 \
+    {"calib-seqs", required_argument, NULL, BP_CLI_O_SEQS}
+/* Handle option c if it is a calibration option: 1 handled, 0 not one,
+ * -1 usage error (already printed). */
+int bp_cli_calib_option(const char *cmd, int c, const char *arg, bp_calib_spec *spec);

@@ -27,8 +27,26 @@ static void plan_usage(FILE *out)
             "  --rules FILE         tensor selection and per-pattern formats (docs/rules.md)\n"
             "  --imatrix FILE       llama.cpp imatrix.dat importance weights; enables the\n"
             "                       'hdiag' metric (and makes it the default)\n"
-            "  --metric NAME        error to minimize: mse, hdiag (or any metric column\n"
-            "                       of a table given with --table)\n"
+            "  --metric NAME        error to minimize (docs/table-format.md):\n"
+            "                         mse    squared weight error (no data needed)\n"
+            "                         hdiag  sum_j H_jj |dW[:,j]|^2 (imatrix or calibration)\n"
+            "                         hfull  tr(dW H dW^T), the layer output error\n"
+            "                         gptq   hfull of GPTQ weights (implies --method gptq)\n"
+            "                         dkl    KL increase with only that tensor quantized,\n"
+            "                                on held-out calibration windows\n"
+            "                       default: hdiag with --imatrix or calibration, else mse\n"
+            "  --method rtn|gptq    weights the errors are measured on, and that 'apply'\n"
+            "                       will produce (default rtn)\n"
+            "calibration (for hdiag, hfull, gptq, dkl; docs/calibration.md):\n"
+            "  --text FILE          byte-level text (token id = byte value)\n"
+            "  --tokens FILE        token ids: little-endian uint32, or a JSON array (*.json)\n"
+            "  --stats FILE         Hessian statistics: read if FILE exists, else computed\n"
+            "                       from --text/--tokens and saved there\n"
+            "  --ctx N              tokens per calibration sequence and KL window (default 128)\n"
+            "  --calib-seqs N       sequences for the Hessians (default 64, at most 3/4 of the\n"
+            "                       stream when KL windows are needed)\n"
+            "  --kl-windows N       held-out windows for dkl (default 16)\n"
+            "  --diag-only          collect only Hessian diagonals (for huge models)\n"
             "  --table T            sensitivity table (docs/table-format.md): re-solved\n"
             "                       without measuring if T exists, else written after the sweep\n"
             "  --resweep            measure even if --table exists, and overwrite it\n"
@@ -44,7 +62,7 @@ static void plan_usage(FILE *out)
 int bp_cmd_plan(int argc, char **argv)
 {
     enum { O_MODEL = 1, O_BITS, O_BYTES, O_FORMATS, O_RULES, O_IMATRIX, O_METRIC, O_TABLE,
-           O_RESWEEP, O_SOLVER, O_EXPORT, O_TLIM, O_OUT, O_NOHASH, O_QUIET };
+           O_RESWEEP, O_SOLVER, O_EXPORT, O_TLIM, O_OUT, O_NOHASH, O_QUIET, O_METHOD };
     static const struct option opts[] = {
         {"model", required_argument, NULL, O_MODEL},
         {"budget-bits", required_argument, NULL, O_BITS},
@@ -61,6 +79,10 @@ int bp_cmd_plan(int argc, char **argv)
         {"out", required_argument, NULL, O_OUT},
         {"no-model-hash", no_argument, NULL, O_NOHASH},
         {"quiet", no_argument, NULL, O_QUIET},
+        {"method", required_argument, NULL, O_METHOD},
+        BP_CLI_CALIB_LONGOPTS(""),
+        {"kl-windows", required_argument, NULL, BP_CLI_O_KLW},
+        {"diag-only", no_argument, NULL, BP_CLI_O_DIAG},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -113,15 +135,30 @@ int bp_cmd_plan(int argc, char **argv)
         case O_OUT: out_path = optarg; break;
         case O_NOHASH: spec.skip_model_hash = 1; break;
         case O_QUIET: spec.quiet = 1; break;
+        case O_METHOD: {
+            int m = bp_table_method_from_name(optarg);
+            if (m < 0)
+                return bp_cli_usage_error("plan", "--method: '%s' is not rtn or gptq", optarg);
+            spec.method = (bp_quant_method)m;
+            break;
+        }
         case 'h': plan_usage(stdout); return BP_EXIT_OK;
-        default:
+        default: {
+            int h = bp_cli_calib_option("plan", c, optarg, &spec.calib);
+            if (h > 0)
+                break;
+            if (h < 0)
+                return BP_EXIT_USAGE;
             return bp_cli_usage_error("plan", "unknown or incomplete option '%s'", argv[optind - 1]);
+        }
         }
     }
     if (optind < argc)
         return bp_cli_usage_error("plan", "unexpected argument '%s'", argv[optind]);
     if (!have_budget)
         return bp_cli_usage_error("plan", "a budget is required: --budget-bits B or --budget-bytes S");
+    if (spec.calib.text_path && spec.calib.tokens_path)
+        return bp_cli_usage_error("plan", "give --text or --tokens, not both");
     if (!spec.model_dir && !spec.table_path)
         return bp_cli_usage_error("plan", "--model DIR or --table T is required");
 

@@ -39,16 +39,21 @@ int bp_apply_tensor(const bp_tensor_info *t, const bp_format *f,
                     bp_quant_method method, const double *h, uint8_t *packed,
                     size_t packed_len, float *deq, bp_error *err);
 
+struct bp_calib;
+struct bp_llama_config;
+
 typedef struct bp_apply_options {
     int dequantized;      /* 1: write dequantized weights in the source dtype */
     int quiet;            /* no progress on stderr */
     int skip_model_hash;  /* 1: do not check the model's content hash */
+    const struct bp_calib *calib;            /* Hessians for GPTQ tensors, or NULL */
+    const struct bp_llama_config *cfg;       /* the model's config, with calib */
 } bp_apply_options;
 
 /* Check the plan against the model (hash, every tensor present with the
- * plan's shape) and write out_dir (created if needed). Methods other than
- * RTN need calibration statistics and are refused here with BP_EUNSUPPORTED
- * until the calibration engine supplies them. */
+ * plan's shape) and write out_dir (created if needed). GPTQ tensors need
+ * opt->calib with the plan's calibration id (BP_EINVAL / BP_EMISMATCH
+ * otherwise), so the weights are exactly those the plan's errors describe. */
 int bp_apply_model(const bp_plan *plan, const bp_model *model,
                    const char *out_dir, const bp_apply_options *opt,
                    bp_error *err);

@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "bitplan/budget.h"
+#include "bitplan/calib_input.h"
 #include "bitplan/error.h"
 #include "bitplan/imatrix.h"
 #include "bitplan/model.h"
@@ -46,6 +47,9 @@ typedef struct bp_job_spec {
     double time_limit_s;       /* solver deadline; <= 0 = 60 s */
     int quiet;                 /* no progress on stderr */
     int skip_model_hash;       /* 1 = do not hash the model content (faster) */
+    bp_quant_method method;    /* weights the errors are measured on: RTN
+                                  (default) or GPTQ; metric gptq implies GPTQ */
+    bp_calib_spec calib;       /* calibration input (hdiag/hfull/gptq/dkl) */
 } bp_job_spec;
 
 void bp_job_spec_default(bp_job_spec *s);
@@ -55,12 +59,13 @@ void bp_job_spec_default(bp_job_spec *s);
 int bp_job_parse_formats(const char *list, bp_format *out, size_t cap,
                          size_t *n_out, bp_error *err);
 
-/* Measure every (selected tensor, allowed format) cell: bytes, squared error,
- * and importance-weighted error when imatrix is not NULL. Rows are appended
- * to *out (a new table) in selection order, formats in menu order. */
-int bp_job_measure(const bp_model *model, const bp_selection *sel,
-                   const bp_imatrix *imatrix, int quiet, bp_table **out,
-                   bp_error *err);
+/* Squared error sum_ij (w - wq)^2 and importance-weighted error
+ * sum_ij colw[j] (w - wq)^2 (NaN when colw is NULL), summed exactly as the
+ * sweep sums them (per row in column order, rows into chunks of
+ * BP_SWEEP_CHUNK_ROWS, chunks in order), so re-measuring applied weights
+ * reproduces a table's values bit for bit. */
+void bp_job_error_total(const float *w, const float *wq, int64_t rows, int64_t cols,
+                        const float *colw, double *sse, double *wsse);
 
 /* Build the problem from a table: one item per tensor (in table order of
  * first appearance, or selection order when sel is given), one choice per
@@ -69,7 +74,8 @@ int bp_job_measure(const bp_model *model, const bp_selection *sel,
  * Checks each row's bytes against the format registry when rows/cols are
  * known. */
 int bp_job_build_problem(const bp_table *table, const bp_selection *sel,
-                         bp_metric metric, bp_problem **out, bp_error *err);
+                         bp_metric metric, bp_quant_method method,
+                         bp_problem **out, bp_error *err);
 
 /* The whole job. Caller owns *out. On an infeasible budget returns
  * BP_EINFEASIBLE with the smallest achievable size in the message. */

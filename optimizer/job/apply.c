@@ -9,6 +9,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "bitplan/calib_input.h"
+#include "bitplan/evaluate.h"
 #include "bitplan/gptq.h"
 #include "bitplan/hash.h"
 #include "bitplan/progress.h"
@@ -131,7 +133,7 @@ int bp_apply_model(const bp_plan *plan, const bp_model *model,
                    const char *out_dir, const bp_apply_options *opt,
                    bp_error *err)
 {
-    bp_apply_options defaults = {0, 0, 0};
+    bp_apply_options defaults = {0, 0, 0, NULL, NULL};
     if (!opt)
         opt = &defaults;
     int rc = BP_OK;
@@ -181,15 +183,11 @@ int bp_apply_model(const bp_plan *plan, const bp_model *model,
                               pt.name);
             goto out;
         }
-        if (pt.method != BP_METHOD_RTN) {
-            rc = bp_error_set(err, BP_EUNSUPPORTED,
-                              "plan tensor '%s' uses method %s, which needs calibration input", pt.name,
-                              bp_table_method_name(pt.method));
-            goto out;
-        }
         plan_index[mi] = (long)i;
     }
 
+    if ((rc = bp_evaluate_check_calib(plan, opt->calib, err)) != BP_OK)
+        goto out;
     if ((rc = make_dir(out_dir, err)) != BP_OK)
         goto out;
     char path[4200];
@@ -258,27 +256,34 @@ int bp_apply_model(const bp_plan *plan, const bp_model *model,
             bp_format f;
             if ((rc = bp_format_parse(pt.format, &f, err)) != BP_OK)
                 goto out;
+            double *h = NULL;
+            if (pt.method == BP_METHOD_GPTQ &&
+                (rc = bp_calib_hessian_full(opt->calib, opt->cfg, pt.name, pt.cols, &h, err)) != BP_OK)
+                goto out;
             if (opt->dequantized) {
                 float *deq = malloc((size_t)t->numel * sizeof *deq);
                 if (!deq) {
+                    free(h);
                     rc = bp_error_set(err, BP_ENOMEM, "tensor '%s': out of memory", t->name);
                     goto out;
                 }
-                rc = bp_apply_tensor(t, &f, pt.method, NULL, NULL, 0, deq, err);
+                rc = bp_apply_tensor(t, &f, pt.method, h, NULL, 0, deq, err);
                 if (rc == BP_OK)
                     rc = write_floats(wr, out_dtype(t->dtype), deq, (size_t)t->numel, err);
                 free(deq);
             } else {
                 uint8_t *packed = malloc(pt.bytes);
                 if (!packed) {
+                    free(h);
                     rc = bp_error_set(err, BP_ENOMEM, "tensor '%s': out of memory", t->name);
                     goto out;
                 }
-                rc = bp_apply_tensor(t, &f, pt.method, NULL, packed, pt.bytes, NULL, err);
+                rc = bp_apply_tensor(t, &f, pt.method, h, packed, pt.bytes, NULL, err);
                 if (rc == BP_OK)
                     rc = bp_st_writer_write(wr, packed, pt.bytes, err);
                 free(packed);
             }
+            free(h);
         }
         if (rc != BP_OK)
             goto out;

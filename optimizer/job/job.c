@@ -57,9 +57,10 @@ int bp_job_parse_formats(const char *list, bp_format *out, size_t cap,
     return BP_OK;
 }
 
-int bp_job_measure(const bp_model *model, const bp_selection *sel,
-                   const bp_imatrix *imatrix, int quiet, bp_table **out,
-                   bp_error *err)
+/* Measure every (selected tensor, allowed format) cell into a new table,
+ * in selection order, formats in menu order. */
+static int measure_all(const bp_model *model, const bp_selection *sel, const bp_measure_env *env,
+                       int quiet, bp_table **out, bp_error *err)
 {
     *out = NULL;
     int rc = BP_OK;
@@ -67,35 +68,27 @@ int bp_job_measure(const bp_model *model, const bp_selection *sel,
     uint64_t total_cells = 0;
     for (size_t i = 0; i < sel->n; i++)
         total_cells += sel->tensors[i].n_formats;
-    bp_progress *prog = bp_progress_new("sweep", total_cells, quiet);
+    bp_progress *prog = bp_progress_new(env->want_dkl ? "measure (with KL)" : "measure", total_cells, quiet);
     if (!t || !prog) {
-        rc = bp_error_set(err, BP_ENOMEM, "sweep: out of memory");
+        rc = bp_error_set(err, BP_ENOMEM, "measure: out of memory");
         goto out;
     }
     if ((rc = bp_table_declare_metric(t, BP_METRIC_MSE, err)) != BP_OK)
         goto out;
-    if (imatrix && (rc = bp_table_declare_metric(t, BP_METRIC_HDIAG, err)) != BP_OK)
+    if ((env->imatrix || env->calib) && (rc = bp_table_declare_metric(t, BP_METRIC_HDIAG, err)) != BP_OK)
+        goto out;
+    if (env->calib && bp_hessian_get_mode(bp_calib_hessian(env->calib)) == BP_HESSIAN_FULL) {
+        if ((rc = bp_table_declare_metric(t, BP_METRIC_HFULL, err)) != BP_OK)
+            goto out;
+        if (env->method == BP_METHOD_GPTQ && (rc = bp_table_declare_metric(t, BP_METRIC_GPTQ, err)) != BP_OK)
+            goto out;
+    }
+    if (env->want_dkl && (rc = bp_table_declare_metric(t, BP_METRIC_DKL, err)) != BP_OK)
         goto out;
     for (size_t i = 0; i < sel->n; i++) {
         const bp_selected_tensor *st = &sel->tensors[i];
         const bp_tensor_info *ti = bp_model_tensor(model, st->source_index);
-        const float *colw = NULL;
-        if (imatrix) {
-            int64_t n = 0;
-            colw = bp_imatrix_find(imatrix, st->name, &n);
-            if (!colw) {
-                rc = bp_error_set(err, BP_ENOTFOUND,
-                                  "imatrix has no entry for tensor '%s'", st->name);
-                goto out;
-            }
-            if (n != st->cols) {
-                rc = bp_error_set(err, BP_EMISMATCH,
-                                  "imatrix entry for '%s' has %lld values, tensor has %lld input channels",
-                                  st->name, (long long)n, (long long)st->cols);
-                goto out;
-            }
-        }
-        if ((rc = bp__job_measure_tensor(ti, st, colw, t, err)) != BP_OK)
+        if ((rc = bp__job_measure_tensor(ti, st, env, t, err)) != BP_OK)
             goto out;
         bp_progress_tick(prog, st->n_formats);
     }
@@ -147,7 +140,8 @@ static int check_row_bytes(const bp_table_row *r, bp_error *err)
 }
 
 int bp_job_build_problem(const bp_table *table, const bp_selection *sel,
-                         bp_metric metric, bp_problem **out, bp_error *err)
+                         bp_metric metric, bp_quant_method method, bp_problem **out,
+                         bp_error *err)
 {
     *out = NULL;
     int rc = BP_OK;
@@ -199,7 +193,7 @@ int bp_job_build_problem(const bp_table *table, const bp_selection *sel,
             bp_table_get_row(table, r, &row);
             if (strcmp(row.tensor, name) || (row.block && row.block[0]))
                 continue;
-            if (isnan(row.metric[metric]))
+            if (row.method != method || isnan(row.metric[metric]))
                 continue;
             if (st && !allowed_in_selection(st, row.format))
                 continue;
@@ -216,8 +210,8 @@ int bp_job_build_problem(const bp_table *table, const bp_selection *sel,
         }
         if (added == 0) {
             rc = bp_error_set(err, BP_EINVAL,
-                              "tensor '%s' has no measured '%s' value for any allowed format in the table",
-                              name, bp_table_metric_name(metric));
+                              "tensor '%s' has no measured '%s' value with %s weights for any allowed format in the table",
+                              name, bp_table_metric_name(metric), bp_table_method_name(method));
             goto out;
         }
     }
@@ -260,6 +254,9 @@ int bp_job_run(const bp_job_spec *spec, bp_plan **out, bp_error *err)
     bp_table *table = NULL;
     bp_problem *prob = NULL;
     bp_plan *plan = NULL;
+    bp_llama *llama = NULL;
+    bp_calib *calib = NULL;
+    bp_eval_reference *ref = NULL;
     bp_solution sol;
     memset(&sol, 0, sizeof sol);
     char model_hash[BP_HASH_HEX_LEN + 1] = "";
@@ -275,18 +272,30 @@ int bp_job_run(const bp_job_spec *spec, bp_plan **out, bp_error *err)
         goto out;
     if (spec->imatrix_path && (rc = bp_imatrix_load(spec->imatrix_path, &imatrix, err)) != BP_OK)
         goto out;
-    int metric = spec->metric >= 0 ? spec->metric : (imatrix ? BP_METRIC_HDIAG : BP_METRIC_MSE);
-    if (metric == BP_METRIC_HDIAG && !imatrix && !(spec->table_path && file_exists(spec->table_path) && !spec->resweep)) {
-        rc = bp_error_set(err, BP_EINVAL, "metric 'hdiag' needs importance weights (--imatrix FILE)");
-        goto out;
-    }
-    if (metric != BP_METRIC_MSE && metric != BP_METRIC_HDIAG &&
-        !(spec->table_path && file_exists(spec->table_path) && !spec->resweep)) {
-        rc = bp_error_set(err, BP_EUNSUPPORTED,
-                          "metric '%s' needs calibration data, which this build's `plan` does not measure yet; "
-                          "give a table that has the column (--table)",
-                          bp_table_metric_name(metric));
-        goto out;
+    int reuse = spec->table_path && file_exists(spec->table_path) && !spec->resweep;
+    int have_calib = bp_calib_spec_given(&spec->calib);
+    int metric = spec->metric >= 0 ? spec->metric
+                 : (imatrix || have_calib ? BP_METRIC_HDIAG : BP_METRIC_MSE);
+    bp_quant_method method = metric == BP_METRIC_GPTQ ? BP_METHOD_GPTQ : spec->method;
+    if (!reuse) {
+        const char *need = NULL;
+        if (metric == BP_METRIC_HDIAG && !imatrix && !have_calib)
+            need = "importance weights (--imatrix) or calibration data (--text, --tokens or --stats)";
+        else if ((metric == BP_METRIC_HFULL || metric == BP_METRIC_GPTQ) && !have_calib)
+            need = "calibration data (--text, --tokens or --stats)";
+        else if (metric == BP_METRIC_DKL && !spec->calib.text_path && !spec->calib.tokens_path)
+            need = "calibration tokens (--text or --tokens)";
+        else if (method == BP_METHOD_GPTQ && !have_calib)
+            need = "calibration data for GPTQ (--text, --tokens or --stats)";
+        if (need) {
+            rc = bp_error_set(err, BP_EINVAL, "metric '%s' with %s weights needs %s",
+                              bp_table_metric_name(metric), bp_table_method_name(method), need);
+            goto out;
+        }
+        if (imatrix && have_calib) {
+            rc = bp_error_set(err, BP_EINVAL, "give --imatrix or calibration data, not both");
+            goto out;
+        }
     }
 
     if (spec->model_dir) {
@@ -302,7 +311,6 @@ int bp_job_run(const bp_job_spec *spec, bp_plan **out, bp_error *err)
         }
     }
 
-    int reuse = spec->table_path && file_exists(spec->table_path) && !spec->resweep;
     if (reuse) {
         if ((rc = bp_table_read(spec->table_path, &table, err)) != BP_OK)
             goto out;
@@ -315,7 +323,36 @@ int bp_job_run(const bp_job_spec *spec, bp_plan **out, bp_error *err)
             rc = bp_error_set(err, BP_EINVAL, "--model is required unless --table names an existing table");
             goto out;
         }
-        if ((rc = bp_job_measure(model, sel, imatrix, spec->quiet, &table, err)) != BP_OK)
+        bp_measure_env env;
+        memset(&env, 0, sizeof env);
+        env.imatrix = imatrix;
+        env.method = method;
+        env.want_dkl = metric == BP_METRIC_DKL;
+        if (have_calib) {
+            if ((rc = bp_llama_new(model, &llama, err)) != BP_OK)
+                goto out;
+            env.cfg = bp_llama_get_config(llama);
+            env.llama = llama;
+            bp_calib_spec cs = spec->calib;
+            cs.quiet = spec->quiet;
+            if ((rc = bp_calib_open(&cs, llama, model_hash[0] ? model_hash : NULL, env.want_dkl, &calib,
+                                    err)) != BP_OK)
+                goto out;
+            env.calib = calib;
+            if (env.want_dkl) {
+                const bp_tokens *kt = bp_calib_kl_tokens(calib);
+                int64_t ctx = bp_calib_ctx(calib);
+                int64_t nw = bp_eval_n_windows(bp_tokens_count(kt), ctx);
+                if ((rc = bp_eval_reference_new(llama, bp_tokens_data(kt), bp_tokens_count(kt), ctx, 0, nw, 0,
+                                                &ref, err)) != BP_OK)
+                    goto out;
+                env.ref = ref;
+            }
+        }
+        if ((rc = measure_all(model, sel, &env, spec->quiet, &table, err)) != BP_OK)
+            goto out;
+        if (calib && ((rc = bp_table_set_meta(table, "calibration_id", bp_calib_id(calib), err)) ||
+                      (rc = bp_table_set_meta(table, "calibration_source", bp_calib_source(calib), err))))
             goto out;
         if ((rc = bp_table_set_meta(table, "model", spec->model_dir, err)) != BP_OK)
             goto out;
@@ -326,7 +363,7 @@ int bp_job_run(const bp_job_spec *spec, bp_plan **out, bp_error *err)
     }
     double t_measured = bp_now_seconds();
 
-    if ((rc = bp_job_build_problem(table, sel, (bp_metric)metric, &prob, err)) != BP_OK)
+    if ((rc = bp_job_build_problem(table, sel, (bp_metric)metric, method, &prob, err)) != BP_OK)
         goto out;
     /* Parameters covered by the budget: the selected tensors, or the
      * table's tensors when solving a table alone. */
@@ -381,6 +418,8 @@ int bp_job_run(const bp_job_spec *spec, bp_plan **out, bp_error *err)
         (rc = bp_plan_set_model(plan, spec->model_dir ? spec->model_dir : bp_table_get_meta(table, "model"),
                                 model_hash[0] ? model_hash : bp_table_get_meta(table, "model_hash"), err)) ||
         (rc = bp_plan_set_metric(plan, (bp_metric)metric, err)) ||
+        (rc = bp_plan_set_calibration(plan, bp_table_get_meta(table, "calibration_id"),
+                                      bp_table_get_meta(table, "calibration_source"), err)) ||
         (rc = bp_plan_set_budget(plan, spec->budget.kind, spec->budget.bits,
                                  spec->budget.kind == BP_BUDGET_BYTES ? spec->budget.bytes : capacity, err)) ||
         (rc = bp_plan_set_solver(plan, sol.solver, bp_solve_status_name(sol.status), sol.objective,
@@ -415,6 +454,9 @@ out:
     bp_plan_destroy(&plan);
     bp_problem_destroy(&prob);
     bp_table_destroy(&table);
+    bp_eval_reference_destroy(&ref);
+    bp_calib_destroy(&calib);
+    bp_llama_destroy(&llama);
     bp_imatrix_destroy(&imatrix);
     bp_selection_destroy(&sel);
     bp_rules_destroy(&rules);

@@ -2,13 +2,26 @@
 #ifndef BITPLAN_JOB_INTERNAL_H
 #define BITPLAN_JOB_INTERNAL_H
 
+#include "bitplan/calib_input.h"
 #include "bitplan/job.h"
+#include "bitplan/llama.h"
 
 #define BP_JOB_VERSION "0.1.0"
 
+/* What a measurement may use besides the tensor itself. */
+typedef struct bp_measure_env {
+    const bp_llama_config *cfg;     /* with calibration, else NULL */
+    const bp_calib *calib;          /* Hessians, or NULL */
+    const bp_imatrix *imatrix;      /* importance, or NULL */
+    bp_llama *llama;                /* for dkl */
+    const bp_eval_reference *ref;   /* for dkl */
+    bp_quant_method method;         /* weights measured: RTN or GPTQ */
+    int want_dkl;
+} bp_measure_env;
+
 /* Sweep one tensor over its allowed formats and append one table row per
- * format. colw: importance per input channel or NULL. */
+ * format. */
 int bp__job_measure_tensor(const bp_tensor_info *ti, const bp_selected_tensor *st,
-                           const float *colw, bp_table *t, bp_error *err);
+                           const bp_measure_env *env, bp_table *t, bp_error *err);
 
 #endif

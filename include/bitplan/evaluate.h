@@ -1,0 +1,52 @@
+/* bitplan: real-loss evaluation of a plan — the model's mean NLL and
+ * perplexity on a token stream, and with a plan the mean KL(full precision
+ * || quantized) over next-token distributions. The plan is applied in memory
+ * with the same kernels as `bitplan apply` (bp_apply_tensor).
+ */
+#ifndef BITPLAN_EVALUATE_H
+#define BITPLAN_EVALUATE_H
+
+#include <stdint.h>
+
+#include "bitplan/calib_input.h"
+#include "bitplan/error.h"
+#include "bitplan/llama.h"
+#include "bitplan/model.h"
+#include "bitplan/plan.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct bp_eval_result {
+    int64_t tokens;    /* scored targets */
+    int64_t windows;   /* windows evaluated */
+    double nll;        /* mean NLL of the evaluated model (quantized with a plan), nats/token */
+    double ppl;        /* exp(nll) */
+    double nll_fp;     /* mean NLL of the full-precision model */
+    double kl;         /* mean KL(fp || quantized); NaN without a plan */
+} bp_eval_result;
+
+/* Set every planned tensor of `llama` to its dequantized weights. GPTQ
+ * tensors need `calib` with the plan's calibration id (BP_EMISMATCH
+ * otherwise, naming both ids). The weights stay set (reset with
+ * bp_llama_reset_all_weights). */
+int bp_evaluate_apply_plan(bp_llama *llama, const bp_model *model, const bp_plan *plan,
+                           const bp_calib *calib, bp_error *err);
+
+/* Check that calib matches the plan's recorded calibration when any
+ * planned tensor needs it (GPTQ). */
+int bp_evaluate_check_calib(const bp_plan *plan, const bp_calib *calib, bp_error *err);
+
+/* Evaluate windows [0, max_windows) (0 = all) of the stream with context
+ * ctx (the reference.json protocol). With a plan: NLL of both models and
+ * KL, processed in chunks so memory stays bounded. quiet: no progress. */
+int bp_evaluate(bp_llama *llama, const bp_model *model, const bp_plan *plan,
+                const bp_calib *calib, const uint32_t *tokens, int64_t n_tokens,
+                int64_t ctx, int64_t max_windows, int quiet, bp_eval_result *out,
+                bp_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
