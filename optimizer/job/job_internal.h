@@ -24,4 +24,17 @@ typedef struct bp_measure_env {
 int bp__job_measure_tensor(const bp_tensor_info *ti, const bp_selected_tensor *st,
                            const bp_measure_env *env, bp_table *t, bp_error *err);
 
+/* The allocation problem of a job from its table, with the budget's byte
+ * capacity as constraint 0. */
+int bp__job_problem(const bp_job_spec *spec, const bp_table *table, const bp_selection *sel,
+                    int metric, bp_quant_method method, bp_problem **out, bp_error *err);
+
+/* The plan for a solved problem. */
+int bp__job_make_plan(const bp_job_spec *spec, const bp_table *table, const bp_selection *sel,
+                      const bp_problem *prob, const bp_solution *sol, const char *model_hash, int metric,
+                      bp_plan **out, bp_error *err);
+
+/* Solve with the spec's solver (ILP or DP). */
+int bp__job_solve(const bp_job_spec *spec, const bp_problem *prob, bp_solution *sol, bp_error *err);
+
 #endif
