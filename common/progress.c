@@ -78,6 +78,15 @@ void bp_progress_tick(bp_progress *p, uint64_t n)
         draw(p, 0);
 }
 
+void bp_progress_set(bp_progress *p, uint64_t done, uint64_t total)
+{
+    if (!p)
+        return;
+    p->total = total;
+    p->done = 0;
+    bp_progress_tick(p, done);
+}
+
 void bp_progress_done(bp_progress *p)
 {
     if (!p || p->quiet)

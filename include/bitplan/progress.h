@@ -19,6 +19,8 @@ typedef struct bp_progress bp_progress;
 /* Caller owns the result; destroy with bp_progress_destroy. NULL on OOM. */
 bp_progress *bp_progress_new(const char *label, uint64_t total, int quiet);
 void bp_progress_tick(bp_progress *p, uint64_t n);
+/* Set the absolute position and total (for work whose size grows). */
+void bp_progress_set(bp_progress *p, uint64_t done, uint64_t total);
 /* Prints the final line (unless quiet). */
 void bp_progress_done(bp_progress *p);
 void bp_progress_destroy(bp_progress **p);

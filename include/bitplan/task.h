@@ -117,6 +117,18 @@ typedef struct bp_job_driver_ops {
     void (*destroy)(void *state);
 } bp_job_driver_ops;
 
+/* Register the built-in task kinds (measure, hessian, solve) and the
+ * "plan" job driver. Call once at start-up, before any thread runs tasks. */
+void bp_job_register_tasks(void);
+
+/* Run a job entirely in this process: create the driver for the spec's
+ * kind, run every task it asks for here (through the same msgpack params
+ * and results a worker would see), and return the job's result JSON
+ * (caller frees). The reference for what the distributed runtime must
+ * produce. */
+int bp_job_run_local(const char *spec_json, size_t len, int quiet, char **result_json,
+                     bp_error *err);
+
 /* Register a driver (static storage). The built-in "plan" driver is
  * registered by bp_job_register_tasks. */
 int bp_job_driver_register(const bp_job_driver_ops *ops);

@@ -5,6 +5,7 @@
 #include "bitplan/calib_input.h"
 #include "bitplan/job.h"
 #include "bitplan/llama.h"
+#include <stdatomic.h>
 
 #define BP_JOB_VERSION "0.1.0"
 
@@ -17,6 +18,7 @@ typedef struct bp_measure_env {
     const bp_eval_reference *ref;   /* for dkl */
     bp_quant_method method;         /* weights measured: RTN or GPTQ */
     int want_dkl;
+    _Atomic uint64_t *progress;     /* advanced once per format, or NULL */
 } bp_measure_env;
 
 /* Sweep one tensor over its allowed formats and append one table row per

@@ -179,7 +179,10 @@ int bp__job_measure_tensor(const bp_tensor_info *ti, const bp_selected_tensor *s
                     bp_job_error_total(w, deq, rows, cols, colw, &row.metric[BP_METRIC_MSE],
                                         colw ? &row.metric[BP_METRIC_HDIAG] : NULL);
             } else {
-                rc = bp_format_rtn_error_rows(f, w, rows, cols, tparam, NULL, NULL, NULL, deq, err);
+                double *scratch = malloc((size_t)rows * sizeof *scratch);
+                rc = scratch ? bp_format_rtn_error_rows(f, w, rows, cols, tparam, NULL, scratch, NULL, deq, err)
+                             : bp_error_set(err, BP_ENOMEM, "out of memory");
+                free(scratch);
             }
             if (rc != BP_OK) {
                 bp_error_prefix(err, "tensor '%s', format %s", st->name, f->name);
@@ -201,6 +204,8 @@ int bp__job_measure_tensor(const bp_tensor_info *ti, const bp_selected_tensor *s
         }
         if ((rc = bp_table_add_row(t, &row, err)) != BP_OK)
             goto out;
+        if (env->progress)
+            atomic_fetch_add(env->progress, 1);
     }
 out:
     bp_gptq_factor_destroy(&fac);

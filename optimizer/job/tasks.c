@@ -1,0 +1,590 @@
+/* The built-in task kinds that workers run: measure (one tensor over its
+ * formats), hessian (one shard of calibration sequences), solve (one
+ * allocation problem). Each validates its params completely: they come
+ * from the network. */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bitplan/task.h"
+#include "job_internal.h"
+#include "tasks_internal.h"
+
+/* ---- params helpers ----------------------------------------------------- */
+
+char *bp__mp_strdup(const msgpack_object *map, const char *key, int required, bp_error *err)
+{
+    bp_str s;
+    int rc = bp_mp_get_str(map, key, &s, err);
+    if (rc == BP_ENOTFOUND && !required) {
+        bp_error_clear(err);
+        return NULL;
+    }
+    if (rc != BP_OK) {
+        if (rc == BP_ENOTFOUND)
+            bp_error_set(err, BP_EINVAL, "task params: \"%s\" is required", key);
+        return NULL;
+    }
+    if (s.len > 4096 || memchr(s.ptr, 0, s.len)) {
+        bp_error_set(err, BP_EINVAL, "task params: \"%s\" is not a valid string", key);
+        return NULL;
+    }
+    char *out = malloc(s.len + 1);
+    if (!out) {
+        bp_error_set(err, BP_ENOMEM, "out of memory");
+        return NULL;
+    }
+    memcpy(out, s.ptr, s.len);
+    out[s.len] = '\0';
+    return out;
+}
+
+static int get_i64_default(const msgpack_object *map, const char *key, int64_t def, int64_t lo, int64_t hi,
+                           int64_t *out, bp_error *err)
+{
+    int rc = bp_mp_get_i64(map, key, out, err);
+    if (rc == BP_ENOTFOUND) {
+        *out = def;
+        bp_error_clear(err);
+        return BP_OK;
+    }
+    if (rc != BP_OK)
+        return rc;
+    if (*out < lo || *out > hi)
+        return bp_error_set(err, BP_EINVAL, "task params: \"%s\" = %lld is out of range", key, (long long)*out);
+    return BP_OK;
+}
+
+static int get_bool_default(const msgpack_object *map, const char *key, int *out, bp_error *err)
+{
+    bool b = false;
+    int rc = bp_mp_get_bool(map, key, &b, err);
+    if (rc == BP_ENOTFOUND) {
+        bp_error_clear(err);
+        *out = 0;
+        return BP_OK;
+    }
+    *out = b;
+    return rc;
+}
+
+void bp__pack_str(msgpack_packer *pk, const char *key, const char *value)
+{
+    msgpack_pack_str(pk, strlen(key));
+    msgpack_pack_str_body(pk, key, strlen(key));
+    if (!value) {
+        msgpack_pack_nil(pk);
+        return;
+    }
+    msgpack_pack_str(pk, strlen(value));
+    msgpack_pack_str_body(pk, value, strlen(value));
+}
+
+void bp__pack_key(msgpack_packer *pk, const char *key)
+{
+    msgpack_pack_str(pk, strlen(key));
+    msgpack_pack_str_body(pk, key, strlen(key));
+}
+
+/* ---- per-process caches -------------------------------------------------
+ * A worker runs one task at a time on its compute thread, and consecutive
+ * tasks of a job use the same model and calibration, so keeping the last
+ * one open saves reopening (and, for KL, recomputing the reference). */
+
+static struct {
+    char *dir;
+    bp_model *model;
+    bp_llama *llama;
+} g_model;
+
+static struct {
+    char *key;
+    bp_calib *calib;
+    bp_eval_reference *ref;
+} g_calib;
+
+static struct {
+    char *path;
+    bp_imatrix *im;
+} g_imatrix;
+
+static void drop_calib(void)
+{
+    bp_eval_reference_destroy(&g_calib.ref);
+    bp_calib_destroy(&g_calib.calib);
+    free(g_calib.key);
+    g_calib.key = NULL;
+}
+
+void bp__tasks_drop_caches(void)
+{
+    drop_calib();
+    bp_llama_destroy(&g_model.llama);
+    bp_model_destroy(&g_model.model);
+    free(g_model.dir);
+    g_model.dir = NULL;
+    bp_imatrix_destroy(&g_imatrix.im);
+    free(g_imatrix.path);
+    g_imatrix.path = NULL;
+}
+
+static int cached_model(const char *dir, bp_model **m, bp_error *err)
+{
+    if (g_model.dir && !strcmp(g_model.dir, dir)) {
+        *m = g_model.model;
+        return BP_OK;
+    }
+    bp__tasks_drop_caches();
+    int rc = bp_model_open(dir, &g_model.model, err);
+    if (rc != BP_OK)
+        return rc;
+    g_model.dir = strdup(dir);
+    if (!g_model.dir) {
+        bp_model_destroy(&g_model.model);
+        return bp_error_set(err, BP_ENOMEM, "out of memory");
+    }
+    *m = g_model.model;
+    return BP_OK;
+}
+
+static int cached_llama(bp_llama **l, bp_error *err)
+{
+    if (!g_model.llama) {
+        int rc = bp_llama_new(g_model.model, &g_model.llama, err);
+        if (rc != BP_OK)
+            return rc;
+    }
+    *l = g_model.llama;
+    return BP_OK;
+}
+
+/* ---- measure -------------------------------------------------------------- */
+
+static int task_measure(bp_task_ctx *ctx, bp_error *err)
+{
+    const msgpack_object *p = ctx->params;
+    int rc = BP_OK;
+    char *model_dir = NULL, *model_hash = NULL, *tensor = NULL, *method_s = NULL, *stats = NULL;
+    char *calib_id = NULL, *imatrix = NULL, *text = NULL, *tokens = NULL;
+    bp_selected_tensor st;
+    memset(&st, 0, sizeof st);
+    bp_table *table = NULL;
+    double *values = NULL;
+    uint8_t *mask = NULL;
+    int64_t *bytes = NULL;
+    int want_dkl = 0, diag_only = 0;
+    int64_t ctx_len = 0, n_seq = 0, klw = 0;
+
+    if (!(model_dir = bp__mp_strdup(p, "model", 1, err)) || !(tensor = bp__mp_strdup(p, "tensor", 1, err)) ||
+        !(method_s = bp__mp_strdup(p, "method", 1, err))) {
+        rc = err ? err->code : BP_EINVAL;
+        goto out;
+    }
+    model_hash = bp__mp_strdup(p, "model_hash", 0, err);
+    stats = bp__mp_strdup(p, "stats", 0, err);
+    calib_id = bp__mp_strdup(p, "calib_id", 0, err);
+    imatrix = bp__mp_strdup(p, "imatrix", 0, err);
+    text = bp__mp_strdup(p, "text", 0, err);
+    tokens = bp__mp_strdup(p, "tokens", 0, err);
+    if ((rc = get_bool_default(p, "want_dkl", &want_dkl, err)) ||
+        (rc = get_bool_default(p, "diag_only", &diag_only, err)) ||
+        (rc = get_i64_default(p, "ctx", 0, 0, 1 << 24, &ctx_len, err)) ||
+        (rc = get_i64_default(p, "seqs", 0, 0, 1L << 30, &n_seq, err)) ||
+        (rc = get_i64_default(p, "kl_windows", 0, 0, 1L << 30, &klw, err)))
+        goto out;
+    int method = bp_table_method_from_name(method_s);
+    if (method < 0) {
+        rc = bp_error_set(err, BP_EINVAL, "task params: unknown method '%s'", method_s);
+        goto out;
+    }
+    const msgpack_object *fmts = NULL;
+    size_t nf = 0;
+    if ((rc = bp_mp_get_array(p, "formats", &fmts, &nf, err)) != BP_OK)
+        goto out;
+    if (nf == 0 || nf > 256) {
+        rc = bp_error_set(err, BP_EINVAL, "task params: \"formats\" must list 1..256 formats");
+        goto out;
+    }
+    bp_model *model = NULL;
+    if ((rc = cached_model(model_dir, &model, err)) != BP_OK)
+        goto out;
+    long ti_index = bp_model_find(model, tensor);
+    if (ti_index < 0) {
+        rc = bp_error_set(err, BP_ENOTFOUND, "%s: no tensor '%s'", model_dir, tensor);
+        goto out;
+    }
+    const bp_tensor_info *ti = bp_model_tensor(model, (size_t)ti_index);
+    if (ti->ndim != 2) {
+        rc = bp_error_set(err, BP_EINVAL, "tensor '%s' is not 2-D", tensor);
+        goto out;
+    }
+    st.name = tensor;
+    st.source_index = (size_t)ti_index;
+    st.dtype = ti->dtype;
+    st.rows = ti->shape[0];
+    st.cols = ti->shape[1];
+    st.params = (uint64_t)st.rows * (uint64_t)st.cols;
+    st.formats = calloc(nf, sizeof *st.formats);
+    if (!st.formats) {
+        rc = bp_error_set(err, BP_ENOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < nf; i++) {
+        char name[BP_FORMAT_NAME_MAX];
+        if (fmts[i].type != MSGPACK_OBJECT_STR || fmts[i].via.str.size >= sizeof name) {
+            rc = bp_error_set(err, BP_EINVAL, "task params: formats[%zu] is not a format name", i);
+            goto out;
+        }
+        memcpy(name, fmts[i].via.str.ptr, fmts[i].via.str.size);
+        name[fmts[i].via.str.size] = '\0';
+        if ((rc = bp_format_parse(name, &st.formats[i], err)) != BP_OK)
+            goto out;
+        if (!bp_format_supports(&st.formats[i], st.rows, st.cols)) {
+            rc = bp_error_set(err, BP_EINVAL, "tensor '%s': format %s cannot store its shape", tensor, name);
+            goto out;
+        }
+    }
+    st.n_formats = nf;
+
+    bp_measure_env env;
+    memset(&env, 0, sizeof env);
+    env.method = (bp_quant_method)method;
+    env.want_dkl = want_dkl;
+    env.progress = ctx->progress;
+    if (imatrix) {
+        if (!g_imatrix.path || strcmp(g_imatrix.path, imatrix)) {
+            bp_imatrix_destroy(&g_imatrix.im);
+            free(g_imatrix.path);
+            g_imatrix.path = NULL;
+            if ((rc = bp_imatrix_load(imatrix, &g_imatrix.im, err)) != BP_OK)
+                goto out;
+            g_imatrix.path = strdup(imatrix);
+        }
+        env.imatrix = g_imatrix.im;
+    }
+    if (stats) {
+        bp_llama *llama = NULL;
+        if ((rc = cached_llama(&llama, err)) != BP_OK)
+            goto out;
+        char key[8192];
+        snprintf(key, sizeof key, "%s|%s|%s|%lld|%lld|%lld|%d", stats, text ? text : "", tokens ? tokens : "",
+                 (long long)ctx_len, (long long)n_seq, (long long)klw, want_dkl);
+        if (!g_calib.key || strcmp(g_calib.key, key)) {
+            drop_calib();
+            bp_calib_spec cs;
+            bp_calib_spec_default(&cs);
+            cs.stats_path = stats;
+            cs.text_path = want_dkl ? text : NULL;
+            cs.tokens_path = want_dkl ? tokens : NULL;
+            cs.ctx = ctx_len;
+            cs.kl_windows = klw;
+            cs.quiet = 1;
+            if ((rc = bp_calib_open(&cs, llama, model_hash && model_hash[0] ? model_hash : NULL, want_dkl,
+                                    &g_calib.calib, err)) != BP_OK)
+                goto out;
+            if (want_dkl) {
+                const bp_tokens *kt = bp_calib_kl_tokens(g_calib.calib);
+                int64_t c = bp_calib_ctx(g_calib.calib);
+                if ((rc = bp_eval_reference_new(llama, bp_tokens_data(kt), bp_tokens_count(kt), c, 0,
+                                                bp_eval_n_windows(bp_tokens_count(kt), c), 0, &g_calib.ref,
+                                                err)) != BP_OK)
+                    goto out;
+            }
+            g_calib.key = strdup(key);
+        }
+        if (calib_id && strcmp(calib_id, bp_calib_id(g_calib.calib))) {
+            rc = bp_error_set(err, BP_EMISMATCH, "%s: calibration id %s, the job expects %s", stats,
+                              bp_calib_id(g_calib.calib), calib_id);
+            goto out;
+        }
+        env.cfg = bp_llama_get_config(llama);
+        env.llama = llama;
+        env.calib = g_calib.calib;
+        env.ref = g_calib.ref;
+    } else if (want_dkl || method == BP_METHOD_GPTQ) {
+        rc = bp_error_set(err, BP_EINVAL, "task params: this measurement needs \"stats\"");
+        goto out;
+    }
+    (void)diag_only;
+
+    table = bp_table_new();
+    if (!table) {
+        rc = bp_error_set(err, BP_ENOMEM, "out of memory");
+        goto out;
+    }
+    bp_table_declare_metric(table, BP_METRIC_MSE, NULL);
+    if ((rc = bp__job_measure_tensor(ti, &st, &env, table, err)) != BP_OK)
+        goto out;
+    size_t nrow = bp_table_count(table);
+    values = calloc(nrow * BP_METRIC_N_ERROR, sizeof *values);
+    mask = calloc(nrow * BP_METRIC_N_ERROR, 1);
+    bytes = calloc(nrow, sizeof *bytes);
+    if (!values || !mask || !bytes) {
+        rc = bp_error_set(err, BP_ENOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t r = 0; r < nrow; r++) {
+        bp_table_row row;
+        bp_table_get_row(table, r, &row);
+        bytes[r] = (int64_t)row.bytes;
+        for (int m = 0; m < BP_METRIC_N_ERROR; m++)
+            if (!isnan(row.metric[m])) {
+                values[r * BP_METRIC_N_ERROR + (size_t)m] = row.metric[m];
+                mask[r * BP_METRIC_N_ERROR + (size_t)m] = 1;
+            }
+    }
+    msgpack_pack_map(ctx->result, 2);
+    bp__pack_key(ctx->result, "rows");
+    msgpack_pack_uint64(ctx->result, nrow);
+    bp__pack_key(ctx->result, "metrics");
+    msgpack_pack_uint64(ctx->result, BP_METRIC_N_ERROR);
+    if ((rc = bp_task_add_bin(ctx, "bytes", BP_WIRE_I64, bytes, nrow, err)) ||
+        (rc = bp_task_add_bin(ctx, "values", BP_WIRE_F64, values, nrow * BP_METRIC_N_ERROR, err)) ||
+        (rc = bp_task_add_bin(ctx, "mask", BP_WIRE_U8, mask, nrow * BP_METRIC_N_ERROR, err)))
+        goto out;
+out:
+    bp_table_destroy(&table);
+    free(values);
+    free(mask);
+    free(bytes);
+    free(st.formats);
+    free(model_dir);
+    free(model_hash);
+    free(tensor);
+    free(method_s);
+    free(stats);
+    free(calib_id);
+    free(imatrix);
+    free(text);
+    free(tokens);
+    return rc;
+}
+
+/* ---- hessian ---------------------------------------------------------------- */
+
+static int read_file(const char *path, uint8_t **data, size_t *len, bp_error *err)
+{
+    FILE *fp = fopen(path, "rb");
+    if (!fp)
+        return bp_error_set(err, BP_EIO, "cannot read %s: %s", path, strerror(errno));
+    fseek(fp, 0, SEEK_END);
+    long n = ftell(fp);
+    fseek(fp, 0, SEEK_SET);
+    *data = malloc(n > 0 ? (size_t)n : 1);
+    if (!*data || n < 0 || fread(*data, 1, (size_t)n, fp) != (size_t)n) {
+        fclose(fp);
+        free(*data);
+        *data = NULL;
+        return bp_error_set(err, BP_EIO, "cannot read %s", path);
+    }
+    fclose(fp);
+    *len = (size_t)n;
+    return BP_OK;
+}
+
+static int task_hessian(bp_task_ctx *ctx, bp_error *err)
+{
+    const msgpack_object *p = ctx->params;
+    int rc = BP_OK;
+    char *model_dir = NULL, *model_hash = NULL, *text = NULL, *tokens_path = NULL;
+    bp_tokens *tokens = NULL;
+    bp_hessian *h = NULL;
+    uint8_t *data = NULL;
+    size_t len = 0;
+    char tmp[4200] = "";
+    int64_t ctx_len, first, n;
+    int diag_only = 0;
+    if (!(model_dir = bp__mp_strdup(p, "model", 1, err))) {
+        rc = err ? err->code : BP_EINVAL;
+        goto out;
+    }
+    model_hash = bp__mp_strdup(p, "model_hash", 0, err);
+    text = bp__mp_strdup(p, "text", 0, err);
+    tokens_path = bp__mp_strdup(p, "tokens", 0, err);
+    if ((rc = get_i64_default(p, "ctx", -1, 1, 1 << 24, &ctx_len, err)) ||
+        (rc = get_i64_default(p, "seq_first", -1, 0, 1L << 40, &first, err)) ||
+        (rc = get_i64_default(p, "n_seq", -1, 1, 1L << 30, &n, err)) ||
+        (rc = get_bool_default(p, "diag_only", &diag_only, err)))
+        goto out;
+    if (ctx_len < 1 || first < 0 || n < 1 || (!text == !tokens_path)) {
+        rc = bp_error_set(err, BP_EINVAL, "task params: hessian needs model, ctx, seq_first, n_seq and text or tokens");
+        goto out;
+    }
+    bp_model *model = NULL;
+    bp_llama *llama = NULL;
+    if ((rc = cached_model(model_dir, &model, err)) || (rc = cached_llama(&llama, err)))
+        goto out;
+    const bp_llama_config *cfg = bp_llama_get_config(llama);
+    if (text)
+        rc = bp_tokens_load_text(text, cfg->vocab_size, &tokens, err);
+    else if (strlen(tokens_path) > 5 && !strcmp(tokens_path + strlen(tokens_path) - 5, ".json"))
+        rc = bp_tokens_load_json(tokens_path, &tokens, err);
+    else
+        rc = bp_tokens_load_bin(tokens_path, &tokens, err);
+    if (rc != BP_OK)
+        goto out;
+    bp_hessian_options o;
+    bp_hessian_options_default(&o);
+    o.mode = diag_only ? BP_HESSIAN_DIAG : BP_HESSIAN_FULL;
+    o.ctx = ctx_len;
+    o.model_hash = model_hash && model_hash[0] ? model_hash : NULL;
+    if ((rc = bp_hessian_new(cfg, &o, &h, err)) != BP_OK)
+        goto out;
+    for (int64_t s = first; s < first + n; s++) {
+        if ((rc = bp_hessian_accumulate(h, llama, tokens, s, 1, err)) != BP_OK)
+            goto out;
+        atomic_fetch_add(ctx->progress, 1);
+    }
+    const char *tmpdir = getenv("TMPDIR");
+    snprintf(tmp, sizeof tmp, "%s/bitplan-hessian-%ld-%lld.st", tmpdir && *tmpdir ? tmpdir : "/tmp",
+             (long)getpid(), (long long)first);
+    if ((rc = bp_hessian_save(h, tmp, 0, err)) != BP_OK)
+        goto out;
+    if ((rc = read_file(tmp, &data, &len, err)) != BP_OK)
+        goto out;
+    msgpack_pack_map(ctx->result, 1);
+    bp__pack_key(ctx->result, "bytes");
+    msgpack_pack_uint64(ctx->result, len);
+    rc = bp_task_add_bin(ctx, "stats", BP_WIRE_U8, data, len, err);
+out:
+    if (tmp[0])
+        unlink(tmp);
+    free(data);
+    bp_hessian_destroy(&h);
+    bp_tokens_destroy(&tokens);
+    free(model_dir);
+    free(model_hash);
+    free(text);
+    free(tokens_path);
+    return rc;
+}
+
+/* ---- solve --------------------------------------------------------------------- */
+
+static int task_solve(bp_task_ctx *ctx, bp_error *err)
+{
+    const msgpack_object *p = ctx->params;
+    int rc = BP_OK;
+    bp_problem *prob = NULL;
+    bp_solution sol;
+    memset(&sol, 0, sizeof sol);
+    int64_t *start = NULL, *choice = NULL;
+    double *errv = NULL, *cost = NULL;
+    char *solver = bp__mp_strdup(p, "solver", 1, err);
+    double capacity = 0, tlim = 0;
+    int64_t n_items = 0, n_choices = 0;
+    if (!solver) {
+        rc = err ? err->code : BP_EINVAL;
+        goto out;
+    }
+    if ((rc = bp_mp_get_f64(p, "capacity", &capacity, err)) ||
+        (rc = get_i64_default(p, "items", -1, 1, 100000000, &n_items, err)))
+        goto out;
+    if (bp_mp_get_f64(p, "time_limit_s", &tlim, err) != BP_OK) {
+        bp_error_clear(err);
+        tlim = 0;
+    }
+    const bp_bin_view *bs = NULL, *be = NULL, *bc = NULL;
+    for (size_t i = 0; i < ctx->n_bins; i++) {
+        const bp_bin_view *v = &ctx->bins[i];
+        if (v->name.len == 5 && !memcmp(v->name.ptr, "start", 5))
+            bs = v;
+        else if (v->name.len == 5 && !memcmp(v->name.ptr, "error", 5))
+            be = v;
+        else if (v->name.len == 4 && !memcmp(v->name.ptr, "cost", 4))
+            bc = v;
+    }
+    if (!bs || !be || !bc || bs->count != (uint64_t)n_items + 1 || be->count != bc->count) {
+        rc = bp_error_set(err, BP_EINVAL, "solve task: needs binary inputs start[items+1], error[n], cost[n]");
+        goto out;
+    }
+    n_choices = (int64_t)be->count;
+    start = malloc(bs->size);
+    errv = malloc(be->size ? be->size : 1);
+    cost = malloc(bc->size ? bc->size : 1);
+    if (!start || !errv || !cost) {
+        rc = bp_error_set(err, BP_ENOMEM, "out of memory");
+        goto out;
+    }
+    if ((rc = bp_proto_bin_copy(bs, BP_WIRE_I64, start, bs->size, err)) ||
+        (rc = bp_proto_bin_copy(be, BP_WIRE_F64, errv, be->size, err)) ||
+        (rc = bp_proto_bin_copy(bc, BP_WIRE_F64, cost, bc->size, err)))
+        goto out;
+    if (start[0] != 0 || start[n_items] != n_choices) {
+        rc = bp_error_set(err, BP_EINVAL, "solve task: inconsistent item starts");
+        goto out;
+    }
+    prob = bp_problem_new(1);
+    if (!prob) {
+        rc = bp_error_set(err, BP_ENOMEM, "out of memory");
+        goto out;
+    }
+    for (int64_t i = 0; i < n_items; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "item%lld", (long long)i);
+        if (start[i + 1] < start[i] || start[i + 1] > n_choices) {
+            rc = bp_error_set(err, BP_EINVAL, "solve task: item %lld has a bad choice range", (long long)i);
+            goto out;
+        }
+        if ((rc = bp_problem_add_item(prob, name, err)) != BP_OK)
+            goto out;
+        for (int64_t k = start[i]; k < start[i + 1]; k++)
+            if ((rc = bp_problem_add_choice(prob, (int32_t)(k - start[i]), errv[k], &cost[k], err)) != BP_OK)
+                goto out;
+    }
+    if ((rc = bp_problem_set_constraint(prob, 0, "bytes", capacity, err)) != BP_OK)
+        goto out;
+    bp_job_spec spec;
+    bp_job_spec_default(&spec);
+    if (!strcmp(solver, "dp"))
+        spec.solver = BP_JOB_SOLVER_DP;
+    else if (strcmp(solver, "ilp")) {
+        rc = bp_error_set(err, BP_EINVAL, "solve task: unknown solver '%s'", solver);
+        goto out;
+    }
+    spec.time_limit_s = tlim;
+    if ((rc = bp__job_solve(&spec, prob, &sol, err)) != BP_OK)
+        goto out;
+    choice = malloc((size_t)n_items * sizeof *choice);
+    if (!choice) {
+        rc = bp_error_set(err, BP_ENOMEM, "out of memory");
+        goto out;
+    }
+    for (int64_t i = 0; i < n_items; i++)
+        choice[i] = sol.choice[i];
+    msgpack_pack_map(ctx->result, 5);
+    bp__pack_str(ctx->result, "solver", sol.solver);
+    bp__pack_str(ctx->result, "status", bp_solve_status_name(sol.status));
+    bp__pack_key(ctx->result, "objective");
+    msgpack_pack_double(ctx->result, sol.objective);
+    bp__pack_key(ctx->result, "bound");
+    if (isfinite(sol.bound))
+        msgpack_pack_double(ctx->result, sol.bound);
+    else
+        msgpack_pack_nil(ctx->result);
+    bp__pack_key(ctx->result, "gap");
+    if (isfinite(sol.gap))
+        msgpack_pack_double(ctx->result, sol.gap);
+    else
+        msgpack_pack_nil(ctx->result);
+    rc = bp_task_add_bin(ctx, "choice", BP_WIRE_I64, choice, (uint64_t)n_items, err);
+out:
+    bp_solution_free(&sol);
+    bp_problem_destroy(&prob);
+    free(start);
+    free(errv);
+    free(cost);
+    free(choice);
+    free(solver);
+    return rc;
+}
+
+void bp__tasks_register_builtin(void)
+{
+    bp_task_register("measure", task_measure);
+    bp_task_register("hessian", task_hessian);
+    bp_task_register("solve", task_solve);
+}
