@@ -3,6 +3,11 @@
 #include <string.h>
 
 #include "bitplan/job.h"
+#include "bitplan/job_spec.h"
+#include "bitplan/task.h"
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include "cli.h"
 
 static void plan_usage(FILE *out)
@@ -55,6 +60,8 @@ static void plan_usage(FILE *out)
             "  --time-limit S       solver deadline in seconds (default 60)\n"
             "  --out FILE           plan file (default plan.json)\n"
             "  --no-model-hash      skip hashing the model content (faster on huge models)\n"
+            "  --workers N          worker processes for the measurements (default: one\n"
+            "                       per core); 0 runs everything in this process\n"
             "  --quiet              no progress on stderr\n"
             "  -h, --help           show this help\n");
 }
@@ -62,7 +69,7 @@ static void plan_usage(FILE *out)
 int bp_cmd_plan(int argc, char **argv)
 {
     enum { O_MODEL = 1, O_BITS, O_BYTES, O_FORMATS, O_RULES, O_IMATRIX, O_METRIC, O_TABLE,
-           O_RESWEEP, O_SOLVER, O_EXPORT, O_TLIM, O_OUT, O_NOHASH, O_QUIET, O_METHOD };
+           O_RESWEEP, O_SOLVER, O_EXPORT, O_TLIM, O_OUT, O_NOHASH, O_QUIET, O_METHOD, O_WORKERS };
     static const struct option opts[] = {
         {"model", required_argument, NULL, O_MODEL},
         {"budget-bits", required_argument, NULL, O_BITS},
@@ -80,6 +87,7 @@ int bp_cmd_plan(int argc, char **argv)
         {"no-model-hash", no_argument, NULL, O_NOHASH},
         {"quiet", no_argument, NULL, O_QUIET},
         {"method", required_argument, NULL, O_METHOD},
+        {"workers", required_argument, NULL, O_WORKERS},
         BP_CLI_CALIB_LONGOPTS(""),
         {"kl-windows", required_argument, NULL, BP_CLI_O_KLW},
         {"diag-only", no_argument, NULL, BP_CLI_O_DIAG},
@@ -92,6 +100,7 @@ int bp_cmd_plan(int argc, char **argv)
     bp_error err;
     bp_error_clear(&err);
     int have_budget = 0;
+    long workers = -1;
     optind = 1;
     opterr = 0;
     int c;
@@ -135,6 +144,10 @@ int bp_cmd_plan(int argc, char **argv)
         case O_OUT: out_path = optarg; break;
         case O_NOHASH: spec.skip_model_hash = 1; break;
         case O_QUIET: spec.quiet = 1; break;
+        case O_WORKERS:
+            if (bp_cli_parse_long("plan", "--workers", optarg, 0, 1024, &workers))
+                return BP_EXIT_USAGE;
+            break;
         case O_METHOD: {
             int m = bp_table_method_from_name(optarg);
             if (m < 0)
@@ -163,8 +176,31 @@ int bp_cmd_plan(int argc, char **argv)
         return bp_cli_usage_error("plan", "--model DIR or --table T is required");
 
     bp_plan *plan = NULL;
-    if (bp_job_run(&spec, &plan, &err) != BP_OK)
-        return bp_cli_fail("plan", &err);
+    if (workers < 0)
+        workers = sysconf(_SC_NPROCESSORS_ONLN) > 0 ? sysconf(_SC_NPROCESSORS_ONLN) : 1;
+    struct stat stt;
+    if (spec.table_path && !spec.resweep && stat(spec.table_path, &stt) == 0 && !spec.quiet)
+        fprintf(stderr, "bitplan: re-solving the existing table %s (no sweep)\n", spec.table_path);
+    /* --workers 0, a table alone, or an LP export: the direct pipeline in
+     * this process. Otherwise the job's tasks (the same ones a daemon
+     * would distribute). */
+    if (workers == 0 || !spec.model_dir || spec.export_lp) {
+        if (bp_job_run(&spec, &plan, &err) != BP_OK)
+            return bp_cli_fail("plan", &err);
+    } else {
+        char *json = bp_job_spec_to_json(&spec, &err);
+        char *result = NULL;
+        if (!json)
+            return bp_cli_fail("plan", &err);
+        bp_job_register_tasks();
+        int rc = bp_job_run_local(json, strlen(json), spec.quiet, &result, &err);
+        free(json);
+        if (rc == BP_OK)
+            rc = bp_plan_from_string(result, "job result", &plan, &err);
+        free(result);
+        if (rc != BP_OK)
+            return bp_cli_fail("plan", &err);
+    }
     if (bp_plan_write(plan, out_path, &err) != BP_OK) {
         bp_plan_destroy(&plan);
         return bp_cli_fail("plan", &err);

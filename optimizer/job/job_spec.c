@@ -108,7 +108,7 @@ int bp_job_spec_parse(const char *json, size_t len, const char *source, bp_job_s
     }
     static const char *const top[] = {"schema", "kind", "model", "budget", "formats", "rules", "imatrix",
                                       "metric", "method", "solver", "time_limit_s", "table", "calibration",
-                                      "model_hash", "export_lp", NULL};
+                                      "model_hash", "export_lp", "resweep", NULL};
     if ((rc = check_keys(d->root, top, "the spec", src, err)) != BP_OK)
         goto fail;
     json_t *schema = json_object_get(d->root, "schema");
@@ -226,6 +226,14 @@ int bp_job_spec_parse(const char *json, size_t len, const char *source, bp_job_s
             goto fail;
         }
         s->time_limit_s = json_number_value(tl);
+    }
+    json_t *rs = json_object_get(d->root, "resweep");
+    if (rs && !json_is_null(rs)) {
+        if (!json_is_boolean(rs)) {
+            rc = fail(err, src, "\"resweep\" must be true or false%s%s", NULL, NULL);
+            goto fail;
+        }
+        s->resweep = json_is_true(rs);
     }
     json_t *mh = json_object_get(d->root, "model_hash");
     if (mh && !json_is_null(mh)) {
@@ -345,6 +353,8 @@ char *bp_job_spec_to_json(const bp_job_spec *s, bp_error *err)
     set_str(o, "export_lp", s->export_lp);
     if (s->skip_model_hash)
         json_object_set_new(o, "model_hash", json_false());
+    if (s->resweep)
+        json_object_set_new(o, "resweep", json_true());
     if (bp_calib_spec_given(&s->calib)) {
         json_t *c = json_object();
         set_str(c, "text", s->calib.text_path);
