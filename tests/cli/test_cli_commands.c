@@ -8,6 +8,10 @@
 #include <math.h>
 
 #include "bitplan/apply.h"
+#include "bitplan/calib_input.h"
+#include "bitplan/gptq.h"
+#include "bitplan/job.h"
+#include "bitplan/llama.h"
 #include "bitplan/format.h"
 #include "bitplan/model.h"
 #include "bitplan/plan.h"
@@ -207,16 +211,9 @@ static void test_cli_apply_reproduces_predicted_error(void **state)
         bp_format_dequantize_rows(&f, codes, par, pt.rows, pt.cols, deq);
         const bp_tensor_info *src = bp_model_tensor(model, (size_t)bp_model_find(model, pt.name));
         assert_int_equal(bp_tensor_rows_f32(src, 0, pt.rows, w, &e), BP_OK);
-        /* Same summation order as the sweep: per row, then rows in order. */
+        /* bp_job_error_total sums exactly as the sweep does. */
         double tot = 0;
-        for (int64_t r = 0; r < pt.rows; r++) {
-            double s = 0;
-            for (int64_t j = 0; j < pt.cols; j++) {
-                double d = (double)w[r * pt.cols + j] - (double)deq[r * pt.cols + j];
-                s += d * d;
-            }
-            tot += s;
-        }
+        bp_job_error_total(w, deq, pt.rows, pt.cols, NULL, &tot, NULL);
         if (tot != pt.predicted_error)
             fail_msg("%s: re-measured %.17g, predicted %.17g", pt.name, tot, pt.predicted_error);
         free(codes);
@@ -314,6 +311,113 @@ static void test_cli_export_lp(void **state)
     free(lp);
 }
 
+/* GPTQ: plan on the gptq metric, apply with the same calibration, and the
+ * re-measured layer output error of every packed tensor equals the plan's
+ * prediction exactly; a different calibration input is refused. */
+static void test_cli_gptq_apply_reproduces_prediction(void **state)
+{
+    (void)state;
+    remove(BP_TEST_TMPDIR "/g.stats");
+    assert_int_equal(run_bitplan("g", "plan --quiet --model " MODEL_DIR " --budget-bits 3.25 --metric gptq"
+                                      " --formats int2_g128_asym,int3_g128_asym,int4_g128_asym,int8_pc_sym"
+                                      " --text " MODEL_DIR "/calib.txt --ctx 64 --calib-seqs 8"
+                                      " --stats " BP_TEST_TMPDIR "/g.stats --out " BP_TEST_TMPDIR "/g.json"),
+                     0);
+    assert_int_equal(run_bitplan("g", "apply --quiet --plan " BP_TEST_TMPDIR "/g.json --model " MODEL_DIR
+                                      " --text " MODEL_DIR "/calib.txt --ctx 64 --calib-seqs 8 --out " BP_TEST_TMPDIR
+                                      "/g_out"),
+                     0);
+    /* Another calibration (more sequences) gives other Hessians: refused. */
+    assert_int_equal(run_bitplan("g2", "apply --quiet --plan " BP_TEST_TMPDIR "/g.json --model " MODEL_DIR
+                                       " --text " MODEL_DIR "/calib.txt --ctx 64 --calib-seqs 9 --out " BP_TEST_TMPDIR
+                                       "/g_out2"),
+                     1);
+    char *err = captured("g2", "err");
+    assert_non_null(strstr(err, "calibration input differs"));
+    free(err);
+    /* No calibration at all: refused with a hint. */
+    assert_int_equal(run_bitplan("g3", "apply --quiet --plan " BP_TEST_TMPDIR "/g.json --model " MODEL_DIR
+                                       " --out " BP_TEST_TMPDIR "/g_out3"),
+                     1);
+
+    bp_error e;
+    bp_plan *plan = NULL;
+    bp_model *model = NULL;
+    bp_safetensors *packed = NULL;
+    bp_llama *llama = NULL;
+    bp_calib *calib = NULL;
+    assert_int_equal(bp_plan_read(BP_TEST_TMPDIR "/g.json", &plan, &e), BP_OK);
+    assert_int_equal(bp_model_open(MODEL_DIR, &model, &e), BP_OK);
+    assert_int_equal(bp_llama_new(model, &llama, &e), BP_OK);
+    bp_calib_spec cs;
+    bp_calib_spec_default(&cs);
+    cs.stats_path = BP_TEST_TMPDIR "/g.stats";
+    cs.quiet = 1;
+    assert_int_equal(bp_calib_open(&cs, llama, NULL, 0, &calib, &e), BP_OK);
+    assert_int_equal(bp_safetensors_open(BP_TEST_TMPDIR "/g_out/model.safetensors", &packed, &e), BP_OK);
+    size_t n = bp_plan_tensor_count(plan);
+    for (size_t i = 0; i < n; i++) {
+        bp_plan_tensor pt;
+        bp_plan_tensor_get(plan, i, &pt);
+        assert_int_equal(pt.method, BP_METHOD_GPTQ);
+        const bp_tensor_info *q = bp_safetensors_find(packed, pt.name);
+        bp_format f;
+        assert_int_equal(bp_format_parse(pt.format, &f, &e), BP_OK);
+        size_t cnt = (size_t)(pt.rows * pt.cols);
+        uint16_t *codes = malloc(cnt * sizeof *codes);
+        bp_qparams *par = malloc((size_t)(pt.rows * bp_format_groups_per_row(&f, pt.cols)) * sizeof *par);
+        float *deq = malloc(cnt * sizeof *deq), *w = malloc(cnt * sizeof *w);
+        float tp;
+        assert_int_equal(bp_format_unpack(&f, pt.rows, pt.cols, q->data, q->nbytes, codes, par, &tp, &e), BP_OK);
+        bp_format_dequantize_rows(&f, codes, par, pt.rows, pt.cols, deq);
+        const bp_tensor_info *src = bp_model_tensor(model, (size_t)bp_model_find(model, pt.name));
+        assert_int_equal(bp_tensor_rows_f32(src, 0, pt.rows, w, &e), BP_OK);
+        double *h = NULL;
+        assert_int_equal(bp_calib_hessian_full(calib, bp_llama_get_config(llama), pt.name, pt.cols, &h, &e), BP_OK);
+        double acc = 0;
+        assert_int_equal(bp_quant_hfull_rows(w, deq, pt.rows, pt.cols, h, NULL, &acc, &e), BP_OK);
+        if (acc != pt.predicted_error)
+            fail_msg("%s: re-measured %.17g, predicted %.17g", pt.name, acc, pt.predicted_error);
+        free(h);
+        free(codes);
+        free(par);
+        free(deq);
+        free(w);
+    }
+    bp_safetensors_destroy(&packed);
+    bp_calib_destroy(&calib);
+    bp_llama_destroy(&llama);
+    bp_model_destroy(&model);
+    bp_plan_destroy(&plan);
+}
+
+/* eval reproduces the reference NLL and reports KL for a plan. */
+static void test_cli_eval_json(void **state)
+{
+    (void)state;
+    assert_int_equal(run_bitplan("ev", "eval --quiet --json --model " MODEL_DIR " --text " MODEL_DIR
+                                       "/eval.txt --windows 40"),
+                     0);
+    char *out = captured("ev", "out");
+    assert_non_null(strstr(out, "\"nll\""));
+    assert_non_null(strstr(out, "\"ppl\""));
+    assert_non_null(strstr(out, "\"tokens\": 5120"));
+    assert_null(strstr(out, "\"kl\""));
+    free(out);
+    assert_int_equal(run_bitplan("ev", "plan --quiet --model " MODEL_DIR " --budget-bits 4 --out " BP_TEST_TMPDIR
+                                       "/ev.json"),
+                     0);
+    assert_int_equal(run_bitplan("ev", "eval --quiet --json --model " MODEL_DIR " --plan " BP_TEST_TMPDIR
+                                       "/ev.json --text " MODEL_DIR "/eval.txt --windows 40"),
+                     0);
+    out = captured("ev", "out");
+    char *kl = strstr(out, "\"kl\": ");
+    assert_non_null(kl);
+    double v = atof(kl + 6);
+    assert_true(v > 0.0 && v < 0.5);
+    free(out);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -328,6 +432,8 @@ int main(void)
         cmocka_unit_test(test_cli_apply_dequantized_is_a_model),
         cmocka_unit_test(test_cli_table_resolve_and_rules),
         cmocka_unit_test(test_cli_export_lp),
+        cmocka_unit_test(test_cli_gptq_apply_reproduces_prediction),
+        cmocka_unit_test(test_cli_eval_json),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
