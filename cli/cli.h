@@ -20,6 +20,15 @@ int bp_cmd_formats(int argc, char **argv);
 int bp_cmd_plan(int argc, char **argv);
 int bp_cmd_apply(int argc, char **argv);
 int bp_cmd_eval(int argc, char **argv);
+/* distributed runtime (cmd_serve.c, cmd_worker.c, cmd_client.c, cmd_keygen.c) */
+int bp_cmd_serve(int argc, char **argv);
+int bp_cmd_worker(int argc, char **argv);
+int bp_cmd_submit(int argc, char **argv);
+int bp_cmd_status(int argc, char **argv);
+int bp_cmd_result(int argc, char **argv);
+int bp_cmd_cancel(int argc, char **argv);
+int bp_cmd_jobs(int argc, char **argv);
+int bp_cmd_keygen(int argc, char **argv);
 
 /* Print "bitplan <cmd>: <message>" to stderr for an error record and
  * return BP_EXIT_FAIL. */

@@ -18,6 +18,14 @@ static const struct {
     {"plan", bp_cmd_plan, "measure errors and solve for the best plan under a budget"},
     {"apply", bp_cmd_apply, "quantize a model according to a plan"},
     {"eval", bp_cmd_eval, "measure NLL, perplexity and KL of a (quantized) model"},
+    {"serve", bp_cmd_serve, "run the coordinator daemon (jobs, leases, journal)"},
+    {"worker", bp_cmd_worker, "run tasks for a coordinator"},
+    {"submit", bp_cmd_submit, "submit a job spec to a coordinator; prints its id"},
+    {"status", bp_cmd_status, "show a job's state, progress and ETA"},
+    {"result", bp_cmd_result, "print a finished job's result"},
+    {"cancel", bp_cmd_cancel, "cancel a job"},
+    {"jobs", bp_cmd_jobs, "list a coordinator's jobs"},
+    {"keygen", bp_cmd_keygen, "make a CURVE key pair"},
 };
 
 static void usage(FILE *out)
