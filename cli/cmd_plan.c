@@ -2,7 +2,9 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "bitplan/coord.h"
 #include "bitplan/job.h"
+#include "bitplan/worker.h"
 #include "bitplan/job_spec.h"
 #include "bitplan/task.h"
 #include <stdlib.h>
@@ -60,8 +62,9 @@ static void plan_usage(FILE *out)
             "  --time-limit S       solver deadline in seconds (default 60)\n"
             "  --out FILE           plan file (default plan.json)\n"
             "  --no-model-hash      skip hashing the model content (faster on huge models)\n"
-            "  --workers N          worker processes for the measurements (default: one\n"
-            "                       per core); 0 runs everything in this process\n"
+            "  --workers N          local worker processes of an in-process coordinator\n"
+            "                       (default: one per core; docs/daemon.md); 0 runs the\n"
+            "                       whole job directly in this process\n"
             "  --quiet              no progress on stderr\n"
             "  -h, --help           show this help\n");
 }
@@ -192,8 +195,15 @@ int bp_cmd_plan(int argc, char **argv)
         char *result = NULL;
         if (!json)
             return bp_cli_fail("plan", &err);
-        bp_job_register_tasks();
-        int rc = bp_job_run_local(json, strlen(json), spec.quiet, &result, &err);
+        /* An in-process coordinator with local worker processes: the same
+         * code path as the daemon. Workers are spawned before this process
+         * creates any ZeroMQ context or OpenMP team. */
+        bp_runtime_register_kinds();
+        bp_coord_embedded_opts eo;
+        bp_coord_embedded_opts_default(&eo);
+        eo.n_workers = (int)workers;
+        eo.quiet = spec.quiet;
+        int rc = bp_coord_run_embedded_ex(json, &eo, &result, &err);
         free(json);
         if (rc == BP_OK)
             rc = bp_plan_from_string(result, "job result", &plan, &err);

@@ -115,13 +115,29 @@ void bp_format_dequantize_rows(const bp_format *f, const uint16_t *codes,
 
 /* Fused RTN quantize + dequantize + error for the sweep, without storing
  * codes: for each row r, sse[r] = sum_j (w - q(w))^2 and, when colw is not
- * NULL, wsse[r] = sum_j colw[j] (w - q(w))^2, both accumulated in double in
- * column order. Gives exactly the values quantize_rows + dequantize_rows
- * would. qdq (optional, nrows*cols) receives the dequantized weights. */
+ * NULL, wsse[r] = sum_j colw[j] (w - q(w))^2, both summed exactly as
+ * bp_format_error_rows sums them (double, fixed lanes; docs/formats.md), so
+ * bp_format_error_rows(w, dequantized, ...) reproduces them bit for bit.
+ * The dequantized values are exactly those quantize_rows + dequantize_rows
+ * give. qdq (optional, nrows*cols) receives them. wsse without colw: NaN.
+ * BP_EINVAL for a non-finite weight, a bad colw or colw without wsse;
+ * BP_EUNSUPPORTED for a shape the format cannot store. */
 int bp_format_rtn_error_rows(const bp_format *f, const float *w, int64_t nrows,
                              int64_t cols, float tensor_param, const float *colw,
                              double *sse, double *wsse, float *qdq,
                              bp_error *err);
+
+/* The per-row error of approximate weights wq against w (both nrows x cols,
+ * row-major): sse[r] = sum_j d_j^2 and, when colw (cols values) is not NULL,
+ * wsse[r] = sum_j colw[j] d_j^2, with d_j = (double)w[j] - (double)wq[j].
+ * Summation order (docs/formats.md, "Per-row error"): in double, column j
+ * into lane j mod 16, lanes reduced in a fixed pairwise tree; the same order
+ * as bp_format_rtn_error_rows, with any thread count and instruction set.
+ * wsse may be NULL; with colw NULL, a non-NULL wsse gets NaN. Non-finite
+ * inputs give non-finite sums. Nothing is done when w, wq or sse is NULL or
+ * the shape is empty. OpenMP across rows. */
+void bp_format_error_rows(const float *w, const float *wq, int64_t nrows, int64_t cols,
+                          const float *colw, double *sse, double *wsse);
 
 /* Pack codes + params of a full rows x cols tensor into exactly
  * bp_format_bytes() bytes (layout in docs/formats.md). */

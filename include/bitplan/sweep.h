@@ -71,8 +71,10 @@ typedef struct bp_sweep_opts {
      * < 0: computed by the sweep, which then reads the WHOLE tensor once
      * more (pass it in when sweeping a tensor in several row ranges). */
     float tensor_absmax;
-    /* Rows converted to float per read; 0 = automatic (about 16 MB of
-     * floats, between 64 and 1024 rows). Rounded up to whole chunks. */
+    /* Rows each thread converts to float and runs every format over while
+     * they are in its cache; 0 = automatic (about 512 KB of floats). At most
+     * BP_SWEEP_CHUNK_ROWS (chunks are the unit handed to threads). No effect
+     * on the results. */
     int64_t slice_rows;
 } bp_sweep_opts;
 

@@ -15,27 +15,35 @@
  * BP_SWEEP_CHUNK_ROWS in row order, chunks in order. Shared with tests
  * through bp_job_error_total so "re-measured == predicted" is exact. */
 void bp_job_error_total(const float *w, const float *wq, int64_t rows, int64_t cols,
-                         const float *colw, double *sse_out, double *wsse_out)
+                        const float *colw, double *sse_out, double *wsse_out)
 {
+    /* Per-row sums in the fused kernel's own order (bp_format_error_rows),
+     * then rows into chunks and chunks in order, as the sweep does. */
+    double *rs = malloc((size_t)(rows > 0 ? rows : 1) * sizeof *rs);
+    double *rw = malloc((size_t)(rows > 0 ? rows : 1) * sizeof *rw);
+    if (!rs || !rw) {
+        free(rs);
+        free(rw);
+        *sse_out = NAN;
+        if (wsse_out)
+            *wsse_out = NAN;
+        return;
+    }
+    bp_format_error_rows(w, wq, rows, cols, colw, rs, rw);
     double sse = 0.0, wsse = 0.0;
     for (int64_t c0 = 0; c0 < rows; c0 += BP_SWEEP_CHUNK_ROWS) {
         int64_t c1 = c0 + BP_SWEEP_CHUNK_ROWS < rows ? c0 + BP_SWEEP_CHUNK_ROWS : rows;
         double cs = 0.0, cw = 0.0;
         for (int64_t r = c0; r < c1; r++) {
-            const float *a = w + r * cols, *b = wq + r * cols;
-            double s = 0.0, sw = 0.0;
-            for (int64_t j = 0; j < cols; j++) {
-                double d = (double)a[j] - (double)b[j];
-                s += d * d;
-                if (colw)
-                    sw += (double)colw[j] * (d * d);
-            }
-            cs += s;
-            cw += sw;
+            cs += rs[r];
+            if (colw)
+                cw += rw[r];
         }
         sse += cs;
         wsse += cw;
     }
+    free(rs);
+    free(rw);
     *sse_out = sse;
     if (wsse_out)
         *wsse_out = colw ? wsse : NAN;

@@ -51,27 +51,37 @@ static inline float *tu_matrix(uint64_t seed, int64_t rows, int64_t cols, float 
     return w;
 }
 
-/* The reference per-row error: column order, double, as format.h says. */
+/* The reference per-row error, as docs/formats.md defines it: in double,
+ * column j into lane j mod 16, the lanes reduced pairwise (t[l] += t[l + w]
+ * for w = 8, 4, 2, 1). */
+static inline double tu_lanes(double *t)
+{
+    for (int w = 8; w >= 1; w /= 2)
+        for (int l = 0; l < w; l++)
+            t[l] = t[l] + t[l + w];
+    return t[0];
+}
+
 static inline double tu_row_sse(const float *w, const float *q, int64_t cols)
 {
-    double s = 0;
+    double t[16] = {0};
     for (int64_t j = 0; j < cols; j++) {
         double d = (double)w[j] - (double)q[j];
-        s += d * d;
+        t[j % 16] += d * d;
     }
-    return s;
+    return tu_lanes(t);
 }
 
 static inline double tu_row_wsse(const float *w, const float *q, const float *colw,
                                  int64_t cols)
 {
-    double s = 0;
+    double t[16] = {0};
     for (int64_t j = 0; j < cols; j++) {
         double d = (double)w[j] - (double)q[j];
         d *= d;
-        s += (double)colw[j] * d;
+        t[j % 16] += (double)colw[j] * d;
     }
-    return s;
+    return tu_lanes(t);
 }
 
 #endif

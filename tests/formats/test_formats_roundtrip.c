@@ -140,6 +140,16 @@ static void run_format(const bp_format *f, const float *w, int64_t rows, int64_t
         assert_true(b.sse[r] == tu_row_sse(w + r * cols, b.deq + r * cols, cols));
         assert_true(b.wsse[r] == tu_row_wsse(w + r * cols, b.deq + r * cols, b.colw, cols));
     }
+    /* The public error function re-measures the dequantized tensor to the
+     * same bits as the fused kernel predicted. */
+    {
+        double *s3 = malloc((size_t)rows * sizeof(double)), *w3 = malloc((size_t)rows * sizeof(double));
+        bp_format_error_rows(w, b.deq, rows, cols, b.colw, s3, w3);
+        assert_memory_equal(s3, b.sse, (size_t)rows * sizeof(double));
+        assert_memory_equal(w3, b.wsse, (size_t)rows * sizeof(double));
+        free(s3);
+        free(w3);
+    }
     /* Without qdq and without colw: same sse, wsse NaN. */
     assert_int_equal(bp_format_rtn_error_rows(f, w, rows, cols, tp, NULL, b.sse2, b.wsse, NULL,
                                               &e),
@@ -241,6 +251,62 @@ static void test_extreme_scales(void **state)
             run_format(&m[i], w, 4, 128);
         free(w);
     }
+}
+
+/* bp_format_error_rows on arbitrary data and shapes (tails of every length
+ * mod 16): the documented lane order, bit for bit, with any thread count;
+ * wsse NaN without colw; NULL and empty arguments do nothing. */
+static void test_error_rows(void **state)
+{
+    (void)state;
+    static const int64_t shapes[][2] = {{3, 1}, {5, 15}, {4, 16}, {7, 17}, {2, 33},
+                                        {9, 100}, {65, 128}, {3, 4099}};
+    int nt = omp_get_max_threads();
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int64_t rows = shapes[s][0], cols = shapes[s][1], n = rows * cols;
+        float *w = tu_matrix(300 + s, rows, cols, 0.02f), *q = tu_matrix(400 + s, rows, cols, 0.02f);
+        float *colw = malloc((size_t)cols * sizeof *colw);
+        double *sse = malloc((size_t)rows * sizeof *sse), *wsse = malloc((size_t)rows * sizeof *wsse);
+        double *s1 = malloc((size_t)rows * sizeof *s1), *w1 = malloc((size_t)rows * sizeof *w1);
+        tu_rng rg = {s};
+        for (int64_t j = 0; j < cols; j++)
+            colw[j] = (float)(tu_unif(&rg) * 4);
+        for (int64_t i = 0; i < n; i++)
+            q[i] = w[i] + q[i] * 0.01f;
+        bp_format_error_rows(w, q, rows, cols, colw, sse, wsse);
+        for (int64_t r = 0; r < rows; r++) {
+            assert_true(sse[r] == tu_row_sse(w + r * cols, q + r * cols, cols));
+            assert_true(wsse[r] == tu_row_wsse(w + r * cols, q + r * cols, colw, cols));
+        }
+        omp_set_num_threads(1);
+        bp_format_error_rows(w, q, rows, cols, colw, s1, w1);
+        omp_set_num_threads(nt < 2 ? 2 : nt);
+        assert_memory_equal(s1, sse, (size_t)rows * sizeof *s1);
+        assert_memory_equal(w1, wsse, (size_t)rows * sizeof *w1);
+        omp_set_num_threads(nt);
+        bp_format_error_rows(w, q, rows, cols, NULL, s1, w1);
+        assert_memory_equal(s1, sse, (size_t)rows * sizeof *s1);
+        for (int64_t r = 0; r < rows; r++)
+            assert_true(isnan(w1[r]));
+        bp_format_error_rows(w, q, rows, cols, colw, s1, NULL);
+        assert_memory_equal(s1, sse, (size_t)rows * sizeof *s1);
+        free(w);
+        free(q);
+        free(colw);
+        free(sse);
+        free(wsse);
+        free(s1);
+        free(w1);
+    }
+    double x = 7.0;
+    float v = 1.0f;
+    bp_format_error_rows(NULL, &v, 1, 1, NULL, &x, NULL);
+    bp_format_error_rows(&v, NULL, 1, 1, NULL, &x, NULL);
+    bp_format_error_rows(&v, &v, 0, 1, NULL, &x, NULL);
+    bp_format_error_rows(&v, &v, 1, 0, NULL, &x, NULL);
+    assert_true(x == 7.0);
+    bp_format_error_rows(&v, &v, 1, 1, NULL, &x, NULL);
+    assert_true(x == 0.0);
 }
 
 static void test_unsupported_and_bad_inputs(void **state)
@@ -451,6 +517,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_every_format_round_trip),
         cmocka_unit_test(test_extreme_scales),
+        cmocka_unit_test(test_error_rows),
         cmocka_unit_test(test_unsupported_and_bad_inputs),
         cmocka_unit_test(test_unpack_rejects),
         cmocka_unit_test(test_pack_rejects),

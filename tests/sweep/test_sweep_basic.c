@@ -160,7 +160,7 @@ static void test_ranges_merge_bit_exact(void **state)
     int nt = omp_get_max_threads();
     const int64_t r0[3] = {0, 64, 192}, nr[3] = {64, 128, rows - 192};
     for (int i = 0; i < 3; i++) {
-        o.slice_rows = i == 1 ? 64 : 0;
+        o.slice_rows = i == 1 ? 64 : i == 2 ? 7 : 0; /* 7: blocks that do not divide a chunk */
         omp_set_num_threads(i == 2 ? 1 : (nt < 2 ? 2 : nt));
         assert_int_equal(bp_sweep_tensor_ex(&m.t, menu, nf, colw, r0[i], nr[i], &o, &parts[i], &e),
                          BP_OK);
@@ -193,6 +193,14 @@ static void test_ranges_merge_bit_exact(void **state)
     assert_int_equal(bp_sweep_tensor_ex(&m.t, menu, nf, colw, 0, rows, &o, &one, &e), BP_OK);
     omp_set_num_threads(nt);
     assert_results_equal(&whole, &one);
+    /* Two threads, blocks of 5 rows: identical too. */
+    bp_sweep_result_free(&one);
+    omp_set_num_threads(nt < 2 ? 2 : nt);
+    o.slice_rows = 5;
+    assert_int_equal(bp_sweep_tensor_ex(&m.t, menu, nf, colw, 0, rows, &o, &one, &e), BP_OK);
+    omp_set_num_threads(nt);
+    assert_results_equal(&whole, &one);
+    bp_sweep_result_free(&one);
 
     /* Parts that disagree on the tensor absmax or colw do not merge. */
     bp_sweep_result odd;
@@ -271,6 +279,22 @@ static void test_bad_inputs(void **state)
     assert_int_equal(bp_sweep_tensor(&m.t, &f, 1, NULL, 0, 64, &r, &e), BP_OK);
     float amax;
     assert_int_equal(bp_sweep_tensor_absmax(&m.t, &amax, &e), BP_EFORMAT);
+    /* The same in bf16 (converted and checked in one pass), with the bad
+     * rows in two chunks: the first one is named whatever the threads do. */
+    {
+        mem_tensor b;
+        mem_tensor_make(&b, BP_DTYPE_BF16, 300, 64, 56);
+        ((uint16_t *)b.data)[250 * 64 + 1] = 0x7f80; /* +inf */
+        ((uint16_t *)b.data)[100 * 64 + 5] = 0xffc0; /* NaN */
+        for (int rep = 0; rep < 4; rep++) {
+            assert_int_equal(bp_sweep_tensor(&b.t, &f, 1, NULL, 0, 300, &r, &e), BP_EFORMAT);
+            assert_non_null(strstr(e.msg, "row 100"));
+        }
+        assert_int_equal(bp_sweep_tensor_absmax(&b.t, &amax, &e), BP_EFORMAT);
+        assert_non_null(strstr(e.msg, "row 100"));
+        assert_int_equal(bp_sweep_tensor(&b.t, &f, 1, NULL, 0, 64, &r, &e), BP_OK);
+        mem_tensor_free(&b);
+    }
     /* Unreadable dtype. */
     m.t.dtype = BP_DTYPE_I32;
     assert_int_equal(bp_sweep_tensor(&m.t, &f, 1, NULL, 0, 64, &r, &e), BP_EUNSUPPORTED);

@@ -11,8 +11,11 @@
 
 #include "bitplan/format.h"
 
-/* Clipping grid for the int formats: alpha_k = (40 - k) / 40, k = 0..15. */
+/* Clipping grid for the int formats: alpha_k = (40 - k) / 40, k = 0..15,
+ * searched coarse to fine: every BP__COARSE_STEP-th point from k = 0, then
+ * halving steps around the best (docs/formats.md). */
 #define BP__NALPHA 16
+#define BP__COARSE_STEP 4
 /* Independent float accumulators in the group loops. A fixed lane count
  * fixes the summation order, so the result does not depend on whether (or
  * how wide) the compiler vectorizes. */

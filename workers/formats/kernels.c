@@ -4,8 +4,9 @@
  * parameter search), then per element v = code as a float, q = dequantized
  * value, both through the inline helpers of formats_internal.h. The group
  * loops keep BP__LANES independent float accumulators so their result does
- * not depend on vectorization; the per-row errors are summed in double in
- * column order, four rows interleaved so the dependent adds overlap. */
+ * not depend on vectorization; the per-row errors are summed in double, also
+ * in BP__LANES fixed lanes (row_err, shared by the fused kernel and
+ * bp_format_error_rows). */
 #include <float.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -34,36 +35,65 @@ const float bp__alpha[BP__NALPHA] = {
 #endif
 #define INL static inline __attribute__((always_inline))
 
-/* Rows processed together by the fused kernel (independent double sums). */
-#define ROW_BLOCK 4
+/* The hot loops use GCC vector extensions: one vf is the L lanes of a float
+ * accumulator, so lane l of every vector operation is exactly the scalar
+ * operation on element l, whatever instructions the clone maps it to (one
+ * zmm, two ymm or four xmm). This fixes the summation order by
+ * construction and does not depend on the auto-vectorizer. These types
+ * never cross a call boundary (everything using them is inlined), so the
+ * ABI note GCC gives for 64-byte vectors without AVX-512 does not apply. */
+#pragma GCC diagnostic ignored "-Wpsabi"
+typedef float vf __attribute__((vector_size(4 * L)));
+typedef int32_t vi __attribute__((vector_size(4 * L)));
+typedef float vf8 __attribute__((vector_size(4 * L / 2)));
+typedef double vd8 __attribute__((vector_size(8 * L / 2)));
 
-/* Pairwise tree over the lanes, in a fixed order. */
-INL float lane_sum(const float *acc)
+INL vf vload(const float *p)
 {
-    float t[L];
-    for (int l = 0; l < L; l++)
-        t[l] = acc[l];
-    for (int w = L / 2; w >= 1; w /= 2)
-        for (int l = 0; l < w; l++)
-            t[l] = t[l] + t[l + w];
-    return t[0];
+    vf v;
+    memcpy(&v, p, sizeof v);
+    return v;
 }
+
+INL void vstore(float *p, vf v)
+{
+    memcpy(p, &v, sizeof v);
+}
+
+INL vf vsplat(float a)
+{
+    vf v;
+    for (int l = 0; l < L; l++)
+        v[l] = a;
+    return v;
+}
+
+INL vi vsplati(int32_t a)
+{
+    vi v;
+    for (int l = 0; l < L; l++)
+        v[l] = a;
+    return v;
+}
+
+/* m ? a : b per lane (m: all ones or zero, from a vector compare). */
+#define VSEL(m, a, b) ((vf)(((m) & (vi)(a)) | (~(m) & (vi)(b))))
+#define VSELI(m, a, b) (((m) & (a)) | (~(m) & (b)))
 
 /* ---- group statistics -------------------------------------------------- */
 
 INL void group_minmax(const float *x, int64_t n, float *mn_out, float *mx_out)
 {
-    float mn[L], mx[L];
-    for (int l = 0; l < L; l++)
-        mn[l] = mx[l] = x[0];
+    vf vmn = vsplat(x[0]), vmx = vmn;
     int64_t j = 0;
-    for (; j + L <= n; j += L)
-#pragma GCC unroll 16
-        for (int l = 0; l < L; l++) {
-            float v = x[j + l];
-            mn[l] = v < mn[l] ? v : mn[l];
-            mx[l] = v > mx[l] ? v : mx[l];
-        }
+    for (; j + L <= n; j += L) {
+        vf v = vload(x + j);
+        vmn = VSEL(v < vmn, v, vmn);
+        vmx = VSEL(v > vmx, v, vmx);
+    }
+    float mn[L], mx[L];
+    memcpy(mn, &vmn, sizeof mn);
+    memcpy(mx, &vmx, sizeof mx);
     for (; j < n; j++) {
         float v = x[j];
         mn[0] = v < mn[0] ? v : mn[0];
@@ -86,60 +116,160 @@ INL float group_absmax(const float *x, int64_t n)
     return a > b ? a : b;
 }
 
-/* ---- candidate errors (float, fixed lanes) ------------------------------ */
+/* ---- candidate passes (float, fixed lanes) ------------------------------ */
 
-INL float err_sym(const float *x, int64_t n, float s, float inv, float lo,
-                            float hi)
+/* ---- element kernels, L lanes at a time --------------------------------
+ * Each is the vector form of a scalar helper of formats_internal.h, with the
+ * same operations in the same order (a > b ? a : b becomes a compare and a
+ * select, with the same result for every input, NaN included). */
+
+INL vf v_int_sym_q(vf x, vf inv, vf lo, vf hi, vf s)
 {
-    float acc[L] = {0};
-    int64_t j = 0;
-    for (; j + L <= n; j += L)
-#pragma GCC unroll 16
-        for (int l = 0; l < L; l++) {
-            float e = x[j + l] - bp__int_sym_q(bp__int_sym_v(x[j + l], inv, lo, hi), s);
-            acc[l] += e * e;
-        }
-    for (; j < n; j++) {
-        float e = x[j] - bp__int_sym_q(bp__int_sym_v(x[j], inv, lo, hi), s);
-        acc[0] += e * e;
-    }
-    return lane_sum(acc);
+    const vf magic = vsplat(BP__RNE_MAGIC);
+    vf v = x * inv;
+    v = VSEL(v > lo, v, lo);
+    v = VSEL(v < hi, v, hi);
+    v = (v + magic) - magic;
+    return s * v;
 }
 
-INL float err_asym(const float *x, int64_t n, float s, float inv, float off,
-                             float qmax)
+INL vf v_int_asym_q(vf x, vf inv, vf off, vf qmax, vf s)
 {
-    float acc[L] = {0};
-    int64_t j = 0;
-    for (; j + L <= n; j += L)
-#pragma GCC unroll 16
-        for (int l = 0; l < L; l++) {
-            float e = x[j + l] -
-                      bp__int_asym_q(bp__int_asym_v(x[j + l], inv, off, qmax), s, off);
-            acc[l] += e * e;
-        }
-    for (; j < n; j++) {
-        float e = x[j] - bp__int_asym_q(bp__int_asym_v(x[j], inv, off, qmax), s, off);
-        acc[0] += e * e;
-    }
-    return lane_sum(acc);
+    const vf magic = vsplat(BP__RNE_MAGIC), zero = vsplat(0.0f);
+    vf v = (x - off) * inv;
+    v = VSEL(v > zero, v, zero);
+    v = VSEL(v < qmax, v, qmax);
+    v = (v + magic) - magic;
+    return s * v + off;
 }
 
-INL float err_e2m1(const float *x, int64_t n, float s, float inv)
+/* bp__e2m1_q: scale * copysign(e2m1_round(|x| * inv), x). */
+INL vf v_e2m1_q(vf x, vf inv, vf s)
 {
-    float acc[L] = {0};
-    int64_t j = 0;
-    for (; j + L <= n; j += L)
-#pragma GCC unroll 16
-        for (int l = 0; l < L; l++) {
-            float e = x[j + l] - bp__e2m1_q(x[j + l], s, inv);
-            acc[l] += e * e;
+    const vi sign = vsplati((int32_t)0x80000000u);
+    const vi cap = vsplati(0x41000000 /* 8.0f */), elo = vsplati(0 + 127);
+    const vf six = vsplat(BP__E2M1_MAX);
+    vi xb = (vi)x;
+    vf a = (vf)(xb & ~sign) * inv;
+    vi u = (vi)a;
+    u = VSELI(u < cap, u, cap);
+    vi e = u >> 23;
+    e = VSELI(e > elo, e, elo);
+    vf m = (vf)(((e + (23 - 1)) << 23) | vsplati(0x400000));
+    vf r = ((vf)u + m) - m;
+    r = VSEL(r < six, r, six);
+    r = (vf)(((vi)r & ~sign) | (xb & sign));
+    return s * r;
+}
+
+typedef float vf4 __attribute__((vector_size(16)));
+typedef float vf2 __attribute__((vector_size(8)));
+
+/* The lane_sum tree on a vector: t[l] + t[l + w] for w = L/2 .. 1, each
+ * level one add of the two halves. */
+INL float vsum(vf acc)
+{
+    vf8 a8, b8;
+    memcpy(&a8, &acc, sizeof a8);
+    memcpy(&b8, (const char *)&acc + sizeof a8, sizeof b8);
+    a8 = a8 + b8;
+    vf4 a4, b4;
+    memcpy(&a4, &a8, sizeof a4);
+    memcpy(&b4, (const char *)&a8 + sizeof a4, sizeof b4);
+    a4 = a4 + b4;
+    vf2 a2, b2;
+    memcpy(&a2, &a4, sizeof a2);
+    memcpy(&b2, (const char *)&a4 + sizeof a2, sizeof b2);
+    a2 = a2 + b2;
+    return a2[0] + a2[1];
+}
+
+/* The lane sum of an accumulator after the last m (< L) elements' squared
+ * errors x - q have been added to lanes 0 .. m-1. */
+INL float vlane_sum(vf acc, const float *x, const float *q, int64_t m)
+{
+    if (m > 0) {
+        float a[L];
+        memcpy(a, &acc, sizeof a);
+        for (int64_t l = 0; l < m; l++) {
+            float e = x[l] - q[l];
+            a[l] += e * e;
         }
-    for (; j < n; j++) {
-        float e = x[j] - bp__e2m1_q(x[j], s, inv);
-        acc[0] += e * e;
+        memcpy(&acc, a, sizeof a);
     }
-    return lane_sum(acc);
+    return vsum(acc);
+}
+
+/* One pass of a candidate over a group: the squared error sum_j (x - q)^2 in
+ * float, element j into lane j mod L, lanes reduced by vsum. With
+ * store = 1 the dequantized values are also written to q (callers pass a
+ * literal, so each use compiles to one straight loop). The last n mod L
+ * elements go through the scalar helpers, which compute the same values. */
+INL float pass_sym(const float *x, int64_t n, float s, float inv, float lo, float hi,
+                   float *q, const int store)
+{
+    vf acc = vsplat(0.0f), vs = vsplat(s), vinv = vsplat(inv), vlo = vsplat(lo),
+       vhi = vsplat(hi);
+    int64_t j = 0;
+    for (; j + L <= n; j += L) {
+        vf xv = vload(x + j);
+        vf qv = v_int_sym_q(xv, vinv, vlo, vhi, vs);
+        if (store)
+            vstore(q + j, qv);
+        vf e = xv - qv;
+        acc += e * e;
+    }
+    float t[L];
+    for (int64_t l = 0; j + l < n; l++) {
+        t[l] = bp__int_sym_q(bp__int_sym_v(x[j + l], inv, lo, hi), s);
+        if (store)
+            q[j + l] = t[l];
+    }
+    return vlane_sum(acc, x + j, t, n - j);
+}
+
+INL float pass_asym(const float *x, int64_t n, float s, float inv, float off, float qmax,
+                    float *q, const int store)
+{
+    vf acc = vsplat(0.0f), vs = vsplat(s), vinv = vsplat(inv), voff = vsplat(off),
+       vq = vsplat(qmax);
+    int64_t j = 0;
+    for (; j + L <= n; j += L) {
+        vf xv = vload(x + j);
+        vf qv = v_int_asym_q(xv, vinv, voff, vq, vs);
+        if (store)
+            vstore(q + j, qv);
+        vf e = xv - qv;
+        acc += e * e;
+    }
+    float t[L];
+    for (int64_t l = 0; j + l < n; l++) {
+        t[l] = bp__int_asym_q(bp__int_asym_v(x[j + l], inv, off, qmax), s, off);
+        if (store)
+            q[j + l] = t[l];
+    }
+    return vlane_sum(acc, x + j, t, n - j);
+}
+
+INL float pass_e2m1(const float *x, int64_t n, float s, float inv, float *q, const int store)
+{
+    vf acc = vsplat(0.0f), vs = vsplat(s), vinv = vsplat(inv);
+    int64_t j = 0;
+    for (; j + L <= n; j += L) {
+        vf xv = vload(x + j);
+        vf qv = v_e2m1_q(xv, vinv, vs);
+        if (store)
+            vstore(q + j, qv);
+        vf e = xv - qv;
+        acc += e * e;
+    }
+    float t[L];
+    for (int64_t l = 0; j + l < n; l++) {
+        t[l] = bp__e2m1_q(x[j + l], s, inv);
+        if (store)
+            q[j + l] = t[l];
+    }
+    return vlane_sum(acc, x + j, t, n - j);
 }
 
 /* ---- fits --------------------------------------------------------------- */
@@ -148,84 +278,299 @@ static inline float int_lo(int bits) { return -(float)(1 << (bits - 1)); }
 static inline float int_hi(int bits) { return (float)((1 << (bits - 1)) - 1); }
 static inline float int_qmax(int bits) { return (float)((1 << bits) - 1); }
 
-/* The search visits alpha = 1 first and then smaller ones, keeping the
- * first strictly smallest error. Before running candidate k's loop it
- * computes a lower bound of that loop's result: the float sum of the
- * squared errors of the group's min and max elements under candidate k,
- * with the loop's own operations. Float addition of non-negative terms is
- * monotone, so the loop's lane sum can never be below that bound; when
- * bound >= best, candidate k cannot win and is skipped. The choice is
- * therefore exactly the exhaustive one, only cheaper (for 5..8 bits the
- * bound usually rules out most clipped candidates). */
+/* The int clipping search (docs/formats.md, "Clipping grid"): candidates
+ * on the grid alpha_k = (40 - k) / 40, k = 0..15, visited coarse to fine:
+ * k = 0, 4, 8, 12; then, around the best c, c + 2d and (only if that did
+ * not become the best) c - 2d; then the same with steps of 1 around the new
+ * best (d = probe_dir(bits); at most 8 of the 16 candidates). "Best" is the
+ * smallest search error so far, ties going to the smaller k (the larger
+ * alpha).
+ * Before a candidate's pass, a lower bound of the pass's result is
+ * computed: the float sum of the squared errors of the group's min and max
+ * elements under that candidate, with the pass's own operations. Float
+ * addition of non-negative terms is monotone, so the pass cannot return
+ * less; a candidate whose bound cannot win is skipped. Skipping never
+ * changes the choice (nor, therefore, which candidates the refinement
+ * visits), only the cost. k = 0 is always run.
+ *
+ * Symmetric: the signed value of largest magnitude m maps to code
+ * -2^(b-1) (so the scale is negative when m > 0), shrunk by alpha.
+ * Asymmetric: the range [mn, mx] shrunk by alpha about its centre; scale =
+ * range / (2^b - 1), offset = low end, both rounded to fp16 before the
+ * error of the candidate is measured.
+ *
+ * A group's search is a short chain of dependent steps (each pass's result
+ * decides the next), so the row kernel runs step it of many groups before
+ * step it + 1 of any: the groups' chains are independent and overlap in the
+ * core. The state below carries a group from step to step. With store, each
+ * pass also writes its dequantized values, into whichever of q and tmp does
+ * not hold the best candidate's; the winner ends in q. */
+#define NVISIT (BP__NALPHA / BP__COARSE_STEP + 4)
 
-/* Symmetric: the signed value of largest magnitude m maps to code
- * -2^(b-1) (so the scale is negative when m > 0), shrunk by alpha. */
-INL void fit_int_sym(int bits, const float *x, int64_t n, bp_qparams *p)
+/* Which side of the centre a refinement step tries first: +1 toward more
+ * clipping (2-bit formats, whose best alpha is usually small), -1 toward
+ * less. The other side is tried only when the first did not win, which
+ * (for an error that is unimodal in alpha) cannot lose the minimum. */
+static inline int probe_dir(int bits) { return bits <= 2 ? 1 : -1; }
+
+typedef struct gstate {
+    float mn, mx; /* group min and max (the bound's elements) */
+    float m, r;   /* sym: signed largest-magnitude value; asym: clamped min, range */
+    float best, bs, bo; /* best search error, its scale and offset */
+    int bi, c;    /* best k (-1 before the first pass); refinement centre */
+    int inq;      /* store: 1 when the best candidate's values are in q */
+} gstate;
+
+INL void int_init(int asym, const float *x, int64_t n, gstate *st)
 {
-    float mn, mx;
-    group_minmax(x, n, &mn, &mx);
-    float m = -mn > mx ? mn : mx;
-    float lo = int_lo(bits), hi = int_hi(bits);
-    float s[BP__NALPHA], inv[BP__NALPHA];
-    for (int k = 0; k < BP__NALPHA; k++) {
-        s[k] = bp__f16_round(bp__alpha[k] * m / lo);
-        inv[k] = bp__inv(s[k]);
+    group_minmax(x, n, &st->mn, &st->mx);
+    if (asym) {
+        /* Keep mx - mn finite; fp16 parameters saturate far below this. */
+        const float lim = 0x1p30f;
+        float cmn = st->mn > -lim ? st->mn : -lim, cmx = st->mx < lim ? st->mx : lim;
+        cmn = cmn < lim ? cmn : lim;
+        cmx = cmx > -lim ? cmx : -lim;
+        st->m = cmn;
+        st->r = cmx - cmn;
+    } else {
+        st->m = -st->mn > st->mx ? st->mn : st->mx;
+        st->r = 0.0f;
     }
-    float best = INFINITY;
-    int bi = 0;
-    for (int k = 0; k < BP__NALPHA; k++) {
-        float e0 = mn - bp__int_sym_q(bp__int_sym_v(mn, inv[k], lo, hi), s[k]);
-        float e1 = mx - bp__int_sym_q(bp__int_sym_v(mx, inv[k], lo, hi), s[k]);
-        float bound = n > 1 ? e0 * e0 + e1 * e1 : e0 * e0;
-        if (!(bound < best))
-            continue;
-        float e = err_sym(x, n, s[k], inv[k], lo, hi);
-        if (e < best) {
-            best = e;
-            bi = k;
-        }
-    }
-    p->scale = s[bi];
-    p->offset = 0.0f;
+    st->best = INFINITY;
+    st->bs = st->bo = 0.0f;
+    st->bi = -1;
+    st->c = 0;
+    st->inq = 0;
 }
 
-/* Asymmetric: the range [mn, mx] shrunk by alpha about its centre; scale =
- * range / (2^b - 1), offset = low end, both rounded to fp16 before the
- * error of the candidate is measured. */
-INL void fit_int_asym(int bits, const float *x, int64_t n, bp_qparams *p)
+/* Step it (0 .. NVISIT-1) of one group's search. */
+INL void int_step(int bits, int asym, const float *x, int64_t n, gstate *st, int it, float *q,
+                  float *tmp, const int store)
 {
-    float mn, mx;
-    group_minmax(x, n, &mn, &mx);
-    /* Keep mx - mn finite; fp16 parameters saturate far below this. */
-    const float lim = 0x1p30f;
-    float cmn = mn > -lim ? mn : -lim, cmx = mx < lim ? mx : lim;
-    cmn = cmn < lim ? cmn : lim;
-    cmx = cmx > -lim ? cmx : -lim;
-    float r = cmx - cmn;
-    float qmax = int_qmax(bits);
-    float s[BP__NALPHA], inv[BP__NALPHA], o[BP__NALPHA];
-    for (int k = 0; k < BP__NALPHA; k++) {
-        float a = bp__alpha[k];
-        s[k] = bp__f16_round(a * r / qmax);
-        o[k] = bp__f16_round(cmn + 0.5f * (1.0f - a) * r);
-        inv[k] = bp__inv(s[k]);
-    }
-    float best = INFINITY;
-    int bi = 0;
-    for (int k = 0; k < BP__NALPHA; k++) {
-        float e0 = mn - bp__int_asym_q(bp__int_asym_v(mn, inv[k], o[k], qmax), s[k], o[k]);
-        float e1 = mx - bp__int_asym_q(bp__int_asym_v(mx, inv[k], o[k], qmax), s[k], o[k]);
-        float bound = n > 1 ? e0 * e0 + e1 * e1 : e0 * e0;
-        if (!(bound < best))
-            continue;
-        float e = err_asym(x, n, s[k], inv[k], o[k], qmax);
-        if (e < best) {
-            best = e;
-            bi = k;
+    int k;
+    if (it < BP__NALPHA / BP__COARSE_STEP) {
+        k = it * BP__COARSE_STEP;
+    } else {
+        int f = it - BP__NALPHA / BP__COARSE_STEP; /* 0..3 */
+        int step = (f < 2 ? BP__COARSE_STEP / 2 : BP__COARSE_STEP / 4) * probe_dir(bits);
+        if ((f & 1) == 0) {
+            st->c = st->bi;
+            k = st->c + step;
+        } else {
+            if (st->bi != st->c) /* the first probe won: the other side cannot */
+                return;
+            k = st->c - step;
         }
+        if (k < 0 || k >= BP__NALPHA)
+            return;
     }
-    p->scale = s[bi];
-    p->offset = o[bi];
+    float lo = int_lo(bits), hi = int_hi(bits), qmax = int_qmax(bits);
+    float a = bp__alpha[k], s, o, inv, e0, e1;
+    if (asym) {
+        s = bp__f16_round(a * st->r / qmax);
+        o = bp__f16_round(st->m + 0.5f * (1.0f - a) * st->r);
+        inv = bp__inv(s);
+        e0 = st->mn - bp__int_asym_q(bp__int_asym_v(st->mn, inv, o, qmax), s, o);
+        e1 = st->mx - bp__int_asym_q(bp__int_asym_v(st->mx, inv, o, qmax), s, o);
+    } else {
+        s = bp__f16_round(a * st->m / lo);
+        o = 0.0f;
+        inv = bp__inv(s);
+        e0 = st->mn - bp__int_sym_q(bp__int_sym_v(st->mn, inv, lo, hi), s);
+        e1 = st->mx - bp__int_sym_q(bp__int_sym_v(st->mx, inv, lo, hi), s);
+    }
+    if (st->bi >= 0) {
+        float bound = n > 1 ? e0 * e0 + e1 * e1 : e0 * e0;
+        if (!(bound < st->best || (bound == st->best && k < st->bi)))
+            return;
+    }
+    float *dst = store ? (st->inq ? tmp : q) : NULL;
+    float e = asym ? pass_asym(x, n, s, inv, o, qmax, dst, store)
+                   : pass_sym(x, n, s, inv, lo, hi, dst, store);
+    if (st->bi < 0 || e < st->best || (e == st->best && k < st->bi)) {
+        st->best = e;
+        st->bi = k;
+        st->bs = s;
+        st->bo = o;
+        st->inq = dst == q;
+    }
+}
+
+INL void int_finish(const gstate *st, int64_t n, bp_qparams *p, float *q, const float *tmp,
+                    const int store)
+{
+    p->scale = st->bs;
+    p->offset = st->bo;
+    if (store && !st->inq)
+        memcpy(q, tmp, (size_t)n * sizeof *q);
+}
+
+/* One group's search (with store: q and tmp n floats each). */
+INL void fit_int(int bits, int asym, const float *x, int64_t n, bp_qparams *p, float *q,
+                 float *tmp, const int store)
+{
+    gstate st;
+    int_init(asym, x, n, &st);
+    for (int it = 0; it < NVISIT; it++)
+        int_step(bits, asym, x, n, &st, it, q, tmp, store);
+    int_finish(&st, n, p, q, tmp, store);
+}
+
+/* ---- the search for L groups at once ------------------------------------
+ * The row kernel runs the same search for L groups of a row side by side,
+ * lane i of every vector below belonging to group i: the candidate
+ * parameters, bounds and bookkeeping are computed for all L groups with the
+ * same operations int_step applies to one group (bp__f16_round, bp__inv and
+ * the int helpers written out for vectors), and only the passes themselves
+ * run group by group. The choices are therefore exactly fit_int's. */
+
+INL vi vbits(vf v) { return (vi)v; }
+
+/* bp__round_mini on L lanes (a >= 0). */
+INL vf v_round_mini(vf a, int mbits, int emin, int32_t cap)
+{
+    vi u = vbits(a), vcap = vsplati(cap), lo = vsplati(emin + 127);
+    u = VSELI(u < vcap, u, vcap);
+    vi e = u >> 23;
+    e = VSELI(e > lo, e, lo);
+    vf m = (vf)(((e + (23 - mbits)) << 23) | vsplati(0x400000));
+    return ((vf)u + m) - m;
+}
+
+INL vf v_f16_round(vf x)
+{
+    const vi sign = vsplati((int32_t)0x80000000u);
+    const vf fmax = vsplat(BP__F16_MAX);
+    vf r = v_round_mini((vf)(vbits(x) & ~sign), 10, -14, 0x48000000);
+    r = VSEL(r < fmax, r, fmax);
+    return (vf)((vbits(r) & ~sign) | (vbits(x) & sign));
+}
+
+INL vf v_inv(vf s)
+{
+    const vf zero = vsplat(0.0f), one = vsplat(1.0f);
+    vi nz = s != zero;
+    vf d = VSEL(nz, s, one);
+    vf r = one / d;
+    return VSEL(nz, r, zero);
+}
+
+INL vf v_int_sym_v(vf x, vf inv, vf lo, vf hi)
+{
+    const vf magic = vsplat(BP__RNE_MAGIC);
+    vf v = x * inv;
+    v = VSEL(v > lo, v, lo);
+    v = VSEL(v < hi, v, hi);
+    return (v + magic) - magic;
+}
+
+INL vf v_int_asym_v(vf x, vf inv, vf off, vf qmax)
+{
+    const vf magic = vsplat(BP__RNE_MAGIC), zero = vsplat(0.0f);
+    vf v = (x - off) * inv;
+    v = VSEL(v > zero, v, zero);
+    v = VSEL(v < qmax, v, qmax);
+    return (v + magic) - magic;
+}
+
+/* Every group of a row (cols a multiple of g): q[cols] receives the
+ * dequantized row, tmp[cols] is scratch. Same choices as fit_int. */
+INL void fit_int_row(int bits, int asym, const float *x, int64_t cols, int64_t g, float *q,
+                     float *tmp)
+{
+    const vf vlo = vsplat(int_lo(bits)), vhi = vsplat(int_hi(bits)),
+             vqmax = vsplat(int_qmax(bits)), zero = vsplat(0.0f), half = vsplat(0.5f),
+             one = vsplat(1.0f), forty = vsplat(40.0f), inf = vsplat(INFINITY);
+    const vi ones = vsplati(-1), none = vsplati(0);
+    int64_t ng = cols / g;
+    for (int64_t b0 = 0; b0 < ng; b0 += L) {
+        int nb = ng - b0 < L ? (int)(ng - b0) : L;
+        const float *xb = x + b0 * g;
+        float *qb = q + b0 * g, *tb = tmp + b0 * g;
+        gstate st;
+        float mna[L] = {0}, mxa[L] = {0}, ma[L] = {0}, ra[L] = {0};
+        for (int i = 0; i < nb; i++) {
+            int_init(asym, xb + i * g, g, &st);
+            mna[i] = st.mn;
+            mxa[i] = st.mx;
+            ma[i] = st.m;
+            ra[i] = st.r;
+        }
+        vf mn = vload(mna), mx = vload(mxa), m = vload(ma), r = vload(ra);
+        vi live, bi = vsplati(-1), c = none, inq = none;
+        for (int l = 0; l < L; l++)
+            live[l] = l < nb ? -1 : 0;
+        vf best = inf, bs = zero, bo = zero;
+        for (int it = 0; it < NVISIT; it++) {
+            vi k, ok = live;
+            if (it < BP__NALPHA / BP__COARSE_STEP) {
+                k = vsplati(it * BP__COARSE_STEP);
+            } else {
+                int f = it - BP__NALPHA / BP__COARSE_STEP;
+                int step =
+                    (f < 2 ? BP__COARSE_STEP / 2 : BP__COARSE_STEP / 4) * probe_dir(bits);
+                if ((f & 1) == 0) {
+                    c = bi;
+                    k = c + step;
+                } else {
+                    ok &= bi == c;
+                    k = c - step;
+                }
+                ok &= (k >= 0) & (k < BP__NALPHA);
+            }
+            /* alpha_k = (40 - k) / 40, as the table holds it. */
+            vf a = __builtin_convertvector(40 - k, vf) / forty;
+            vf s, o, inv, e0, e1;
+            if (asym) {
+                s = v_f16_round(a * r / vqmax);
+                o = v_f16_round(m + half * (one - a) * r);
+                inv = v_inv(s);
+                e0 = mn - (s * v_int_asym_v(mn, inv, o, vqmax) + o);
+                e1 = mx - (s * v_int_asym_v(mx, inv, o, vqmax) + o);
+            } else {
+                s = v_f16_round(a * m / vlo);
+                o = zero;
+                inv = v_inv(s);
+                e0 = mn - s * v_int_sym_v(mn, inv, vlo, vhi);
+                e1 = mx - s * v_int_sym_v(mx, inv, vlo, vhi);
+            }
+            vf bound = g > 1 ? e0 * e0 + e1 * e1 : e0 * e0;
+            vi first = bi < 0;
+            ok &= first | (bound < best) | ((bound == best) & (k < bi));
+            /* The passes, group by group, from plain arrays (reading
+             * vector lanes one at a time is slow). */
+            float sa[L], ia[L], oa[L], ea[L];
+            int32_t oka[L], qa[L];
+            memcpy(sa, &s, sizeof sa);
+            memcpy(ia, &inv, sizeof ia);
+            memcpy(oa, &o, sizeof oa);
+            memcpy(oka, &ok, sizeof oka);
+            memcpy(qa, &inq, sizeof qa);
+            for (int i = 0; i < nb; i++) {
+                ea[i] = INFINITY;
+                if (!oka[i])
+                    continue;
+                const float *xi = xb + i * g;
+                float *dst = (qa[i] ? tb : qb) + i * g;
+                ea[i] = asym ? pass_asym(xi, g, sa[i], ia[i], oa[i], int_qmax(bits), dst, 1)
+                             : pass_sym(xi, g, sa[i], ia[i], int_lo(bits), int_hi(bits), dst, 1);
+            }
+            for (int i = nb; i < L; i++)
+                ea[i] = INFINITY;
+            vf e = vload(ea);
+            vi better = ok & (first | (e < best) | ((e == best) & (k < bi)));
+            best = VSEL(better, e, best);
+            bs = VSEL(better, s, bs);
+            bo = VSEL(better, o, bo);
+            bi = VSELI(better, k, bi);
+            inq = VSELI(better, VSELI(inq != 0, none, ones), inq);
+        }
+        int32_t qa[L];
+        memcpy(qa, &inq, sizeof qa);
+        for (int i = 0; i < nb; i++)
+            if (!qa[i])
+                memcpy(qb + i * g, tb + i * g, (size_t)g * sizeof *q);
+    }
 }
 
 /* fp16 scale = absmax / 448 rounded to fp16 and then up to the next fp16
@@ -245,23 +590,30 @@ INL void fit_fp8(const float *x, int64_t n, bp_qparams *p)
 /* E8M0 exponent per OCP MX: 2^(floor(log2 amax) - 2), so amax lands in
  * [4, 8) on the E2M1 scale (values above 6 saturate). The next exponent up
  * (no saturation, coarser steps) is also tried; the lower error wins, ties
- * keep the standard exponent. */
-INL void fit_mxfp4(const float *x, int64_t n, bp_qparams *p)
+ * keep the standard exponent. Returns 1 when q (with store) was written. */
+INL int fit_mxfp4(const float *x, int64_t n, bp_qparams *p, float *q, float *tmp,
+                  const int store)
 {
     float amax = group_absmax(x, n);
     int32_t e = (int32_t)(bp__fbits(amax) >> 23) - 2; /* biased; amax >= 0 */
     e = e > 0 ? e : 0;
     e = e < BP__E8M0_MAX_CODE ? e : BP__E8M0_MAX_CODE;
     float s = bp__e8m0_value((uint32_t)e);
+    p->offset = 0.0f;
     if (e < BP__E8M0_MAX_CODE && amax > 0.0f) {
         float s2 = bp__e8m0_value((uint32_t)e + 1u);
-        float e1 = err_e2m1(x, n, s, bp__inv(s));
-        float e2 = err_e2m1(x, n, s2, bp__inv(s2));
-        if (e2 < e1)
+        float e1 = pass_e2m1(x, n, s, bp__inv(s), q, store);
+        float e2 = pass_e2m1(x, n, s2, bp__inv(s2), tmp, store);
+        if (e2 < e1) {
             s = s2;
+            if (store)
+                memcpy(q, tmp, (size_t)n * sizeof *q);
+        }
+        p->scale = s;
+        return 1;
     }
     p->scale = s;
-    p->offset = 0.0f;
+    return 0;
 }
 
 /* Block scale e4m3((block amax / 6) / tensor_scale), times the fp32 tensor
@@ -279,22 +631,23 @@ INL void fit_nvfp4(const float *x, int64_t n, float tp, bp_qparams *p)
     p->scale = bs * tp;
 }
 
-INL void fit(const bp_format *f, const float *x, int64_t n, float tp,
-                       bp_qparams *p)
+/* Fit one group. With store, q[0..n) may receive the fitted group's
+ * dequantized values as a by-product of the search (tmp: n floats of
+ * scratch); returns 1 when it did. */
+INL int fit(const bp_format *f, const float *x, int64_t n, float tp, bp_qparams *p, float *q,
+            float *tmp, const int store)
 {
     switch (f->kind) {
     case BP_FMT_INT:
-        if (f->asym)
-            fit_int_asym(f->bits, x, n, p);
-        else
-            fit_int_sym(f->bits, x, n, p);
-        return;
-    case BP_FMT_FP8_E4M3: fit_fp8(x, n, p); return;
-    case BP_FMT_MXFP4: fit_mxfp4(x, n, p); return;
-    case BP_FMT_NVFP4: fit_nvfp4(x, n, tp, p); return;
+        fit_int(f->bits, f->asym, x, n, p, q, tmp, store);
+        return 1;
+    case BP_FMT_FP8_E4M3: fit_fp8(x, n, p); return 0;
+    case BP_FMT_MXFP4: return fit_mxfp4(x, n, p, q, tmp, store);
+    case BP_FMT_NVFP4: fit_nvfp4(x, n, tp, p); return 0;
     case BP_FMT_F16:
-    case BP_FMT_BF16: p->scale = 0.0f; p->offset = 0.0f; return;
+    case BP_FMT_BF16: p->scale = 0.0f; p->offset = 0.0f; return 0;
     }
+    return 0;
 }
 
 void bp_format_fit_group(const bp_format *f, const float *x, int64_t n,
@@ -306,7 +659,7 @@ void bp_format_fit_group(const bp_format *f, const float *x, int64_t n,
     out->offset = 0.0f;
     if (!bp__format_valid(f) || !x || n < 1)
         return;
-    fit(f, x, n, tensor_param, out);
+    fit(f, x, n, tensor_param, out, NULL, NULL, 0);
 }
 
 /* ---- dequantized group (fused path) ------------------------------------ */
@@ -352,14 +705,20 @@ int64_t bp__group_len(const bp_format *f, int64_t cols)
     return f->group > 0 ? f->group : cols;
 }
 
-HOT static void qdq_row(const bp_format *f, const float *x, int64_t cols, float tp, float *q)
+/* One row: fit every group and write its dequantized values to q[cols]
+ * (tmp: cols floats of scratch). */
+INL void qdq_row(const bp_format *f, const float *x, int64_t cols, float tp, float *q,
+                 float *tmp)
 {
     int64_t g = bp__group_len(f, cols);
-    bp_qparams p = {0.0f, 0.0f};
-    for (int64_t j = 0; j < cols; j += g) {
-        fit(f, x + j, g, tp, &p);
-        qdq_params(f, &p, x + j, g, q + j);
+    if (f->kind == BP_FMT_INT) {
+        fit_int_row(f->bits, f->asym, x, cols, g, q, tmp);
+        return;
     }
+    bp_qparams p = {0.0f, 0.0f};
+    for (int64_t j = 0; j < cols; j += g)
+        if (!fit(f, x + j, g, tp, &p, q + j, tmp + j, 1))
+            qdq_params(f, &p, x + j, g, q + j);
 }
 
 /* ---- codes ------------------------------------------------------------- */
@@ -494,7 +853,7 @@ int bp_format_quantize_rows(const bp_format *f, const float *w, int64_t nrows, i
         for (int64_t k = 0; k < gpr; k++) {
             const float *x = w + r * cols + k * g;
             bp_qparams *p = params + r * gpr + k;
-            fit(f, x, g, tensor_param, p);
+            fit(f, x, g, tensor_param, p, NULL, NULL, 0);
             encode_group(f, p, x, g, codes + r * cols + k * g);
         }
     }
@@ -523,72 +882,94 @@ void bp_format_dequantize_rows(const bp_format *f, const uint16_t *codes,
     }
 }
 
-/* Squared errors of nr rows in double, column order within each row; four
- * rows at a time so four dependent add chains run side by side. Each row's
- * sum is the same serial sum whichever branch handles it. */
-static void rows_error(const float *w, const float *q, int64_t nr, int64_t cols,
-                       const float *colw, double *sse, double *wsse)
+/* ---- per-row error ----------------------------------------------------- */
+
+/* Pairwise tree over double lanes, in a fixed order. */
+INL double lane_sum_d(const double *acc)
 {
-    int64_t i = 0;
-    for (; i + 4 <= nr; i += 4) {
-        const float *w0 = w + i * cols, *w1 = w0 + cols, *w2 = w1 + cols, *w3 = w2 + cols;
-        const float *q0 = q + i * cols, *q1 = q0 + cols, *q2 = q1 + cols, *q3 = q2 + cols;
-        double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-        if (colw) {
-            double t0 = 0, t1 = 0, t2 = 0, t3 = 0;
-            for (int64_t j = 0; j < cols; j++) {
-                double c = colw[j];
-                double d0 = (double)w0[j] - (double)q0[j];
-                double d1 = (double)w1[j] - (double)q1[j];
-                double d2 = (double)w2[j] - (double)q2[j];
-                double d3 = (double)w3[j] - (double)q3[j];
-                d0 *= d0;
-                d1 *= d1;
-                d2 *= d2;
-                d3 *= d3;
-                s0 += d0;
-                s1 += d1;
-                s2 += d2;
-                s3 += d3;
-                t0 += c * d0;
-                t1 += c * d1;
-                t2 += c * d2;
-                t3 += c * d3;
-            }
-            wsse[i] = t0;
-            wsse[i + 1] = t1;
-            wsse[i + 2] = t2;
-            wsse[i + 3] = t3;
-        } else {
-            for (int64_t j = 0; j < cols; j++) {
-                double d0 = (double)w0[j] - (double)q0[j];
-                double d1 = (double)w1[j] - (double)q1[j];
-                double d2 = (double)w2[j] - (double)q2[j];
-                double d3 = (double)w3[j] - (double)q3[j];
-                s0 += d0 * d0;
-                s1 += d1 * d1;
-                s2 += d2 * d2;
-                s3 += d3 * d3;
-            }
+    double t[L];
+    for (int l = 0; l < L; l++)
+        t[l] = acc[l];
+    for (int w = L / 2; w >= 1; w /= 2)
+        for (int l = 0; l < w; l++)
+            t[l] = t[l] + t[l + w];
+    return t[0];
+}
+
+/* The squared error of one row in double: d = (double)w[j] - (double)q[j],
+ * d * d (and colw[j] * (d * d)) added to lane j mod L, lanes reduced by
+ * lane_sum_d. */
+INL vd8 vcvt8(const float *p)
+{
+    vf8 v;
+    memcpy(&v, p, sizeof v);
+    return __builtin_convertvector(v, vd8);
+}
+
+INL void row_err(const float *w, const float *q, int64_t cols, const float *colw,
+                 double *sse, double *wsse)
+{
+    vd8 a0 = {0}, a1 = {0}, b0 = {0}, b1 = {0};
+    int64_t j = 0;
+    if (colw) {
+        for (; j + L <= cols; j += L) {
+            vd8 d0 = vcvt8(w + j) - vcvt8(q + j), d1 = vcvt8(w + j + L / 2) - vcvt8(q + j + L / 2);
+            d0 = d0 * d0;
+            d1 = d1 * d1;
+            a0 += d0;
+            a1 += d1;
+            b0 += vcvt8(colw + j) * d0;
+            b1 += vcvt8(colw + j + L / 2) * d1;
         }
-        sse[i] = s0;
-        sse[i + 1] = s1;
-        sse[i + 2] = s2;
-        sse[i + 3] = s3;
+    } else {
+        for (; j + L <= cols; j += L) {
+            vd8 d0 = vcvt8(w + j) - vcvt8(q + j), d1 = vcvt8(w + j + L / 2) - vcvt8(q + j + L / 2);
+            a0 += d0 * d0;
+            a1 += d1 * d1;
+        }
     }
-    for (; i < nr; i++) {
-        const float *wr = w + i * cols, *qr = q + i * cols;
-        double s = 0, t = 0;
-        for (int64_t j = 0; j < cols; j++) {
-            double d = (double)wr[j] - (double)qr[j];
-            d *= d;
-            s += d;
-            if (colw)
-                t += (double)colw[j] * d;
-        }
-        sse[i] = s;
+    double a[L], b[L];
+    memcpy(a, &a0, sizeof a0);
+    memcpy(a + L / 2, &a1, sizeof a1);
+    memcpy(b, &b0, sizeof b0);
+    memcpy(b + L / 2, &b1, sizeof b1);
+    for (int l = 0; j < cols; j++, l++) {
+        double d = (double)w[j] - (double)q[j];
+        d = d * d;
+        a[l] += d;
         if (colw)
-            wsse[i] = t;
+            b[l] += (double)colw[j] * d;
+    }
+    *sse = lane_sum_d(a);
+    if (colw)
+        *wsse = lane_sum_d(b);
+}
+
+HOT static void err_row(const float *w, const float *q, int64_t cols, const float *colw,
+                        double *sse, double *wsse)
+{
+    row_err(w, q, cols, colw, sse, wsse);
+}
+
+/* Fit, dequantize and measure one row; q and tmp: cols floats each. */
+HOT static void rtn_row(const bp_format *f, const float *w, int64_t cols, float tp,
+                        const float *colw, double *sse, double *wsse, float *q, float *tmp)
+{
+    qdq_row(f, w, cols, tp, q, tmp);
+    row_err(w, q, cols, colw, sse, wsse);
+}
+
+void bp_format_error_rows(const float *w, const float *wq, int64_t nrows, int64_t cols,
+                          const float *colw, double *sse, double *wsse)
+{
+    if (!w || !wq || !sse || nrows < 1 || cols < 1)
+        return;
+#pragma omp parallel for schedule(static) if (nrows > 1 && !omp_in_parallel())
+    for (int64_t r = 0; r < nrows; r++) {
+        double t = NAN;
+        err_row(w + r * cols, wq + r * cols, cols, colw, &sse[r], &t);
+        if (wsse)
+            wsse[r] = colw ? t : NAN;
     }
 }
 
@@ -610,27 +991,29 @@ int bp_format_rtn_error_rows(const bp_format *f, const float *w, int64_t nrows, 
     }
     if (nrows == 0)
         return BP_OK;
-    int nt = omp_get_max_threads();
-    float *scratch = NULL;
-    if (!qdq) {
-        scratch = malloc((size_t)nt * ROW_BLOCK * (size_t)cols * sizeof *scratch);
-        if (!scratch)
-            return bp_error_set(err, BP_ENOMEM, "format %s: out of memory for %lld columns",
-                                f->name, (long long)cols);
-    }
-    int64_t nblk = (nrows + ROW_BLOCK - 1) / ROW_BLOCK;
-#pragma omp parallel num_threads(nt)
+    /* Called from inside a parallel region (the sweep runs one block per
+     * thread), the work stays on the calling thread: a nested region would
+     * get one thread anyway, and would cost a team set-up per call. */
+    int nt = omp_in_parallel() ? 1 : omp_get_max_threads();
+    if (nt > nrows)
+        nt = (int)nrows;
+    /* Per thread: a row of dequantized values (unless qdq is given) and a
+     * row of search scratch, each rounded up to a 64-byte multiple so no
+     * two threads write the same cache line. */
+    size_t qn = qdq ? 0 : ((size_t)cols + 15) / 16 * 16, tn = ((size_t)cols + 15) / 16 * 16;
+    float *scratch = malloc((size_t)nt * (qn + tn) * sizeof *scratch);
+    if (!scratch)
+        return bp_error_set(err, BP_ENOMEM, "format %s: out of memory for %lld columns",
+                            f->name, (long long)cols);
+#pragma omp parallel num_threads(nt) if (nt > 1)
     {
-        float *mine = scratch ? scratch + (size_t)omp_get_thread_num() * ROW_BLOCK * cols : NULL;
+        float *mine = scratch + (size_t)omp_get_thread_num() * (qn + tn);
+        float *tmp = mine + qn;
+        double t = 0.0;
 #pragma omp for schedule(static)
-        for (int64_t b = 0; b < nblk; b++) {
-            int64_t r0 = b * ROW_BLOCK;
-            int64_t nr = nrows - r0 < ROW_BLOCK ? nrows - r0 : ROW_BLOCK;
-            float *qb = qdq ? qdq + r0 * cols : mine;
-            for (int64_t i = 0; i < nr; i++)
-                qdq_row(f, w + (r0 + i) * cols, cols, tensor_param, qb + i * cols);
-            rows_error(w + r0 * cols, qb, nr, cols, colw, sse + r0, colw ? wsse + r0 : NULL);
-        }
+        for (int64_t r = 0; r < nrows; r++)
+            rtn_row(f, w + r * cols, cols, tensor_param, colw, &sse[r], colw ? &wsse[r] : &t,
+                    qdq ? qdq + r * cols : mine, tmp);
     }
     free(scratch);
     if (wsse && !colw)

@@ -1,15 +1,25 @@
-/* The RTN error sweep of one tensor over a list of formats. */
+/* The RTN error sweep of one tensor over a list of formats.
+ *
+ * Work is split by 64-row chunks (the unit of the result), handed out to
+ * the OpenMP threads dynamically. A thread converts a few rows of its chunk
+ * to float at a time (a block small enough to stay in its L2), checks them,
+ * and runs every format over that block while it is hot; the chunk's
+ * partials are the serial sums of its rows' errors in row order. Which
+ * thread runs a chunk, and how it is cut into blocks, changes nothing in the
+ * numbers. Inside the parallel region the conversion and the format kernels
+ * run single-threaded (their own OpenMP regions are nested, hence serial). */
 #include <float.h>
 #include <math.h>
+#include <omp.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "bitplan/sweep.h"
 
 #define CH BP_SWEEP_CHUNK_ROWS
-/* Automatic slice: about 16 MB of floats, 64..1024 rows. */
-#define SLICE_FLOATS (4 * 1024 * 1024)
-#define SLICE_MAX_ROWS 1024
+/* Automatic block: about 512 KB of floats per thread, 1..CH rows. */
+#define BLOCK_FLOATS (128 * 1024)
 
 static const char *tname(const bp_tensor_info *t)
 {
@@ -88,13 +98,94 @@ static int64_t first_bad_row(const float *buf, int64_t n, int64_t cols)
     return -1;
 }
 
-static int64_t auto_slice(int64_t cols, int64_t want)
+/* Rows per converted block: `want` if given (at most a chunk), else about
+ * BLOCK_FLOATS floats. */
+static int64_t block_rows(int64_t cols, int64_t want)
 {
-    int64_t s = want > 0 ? want : SLICE_FLOATS / (cols > 0 ? cols : 1);
-    if (want <= 0 && s > SLICE_MAX_ROWS)
-        s = SLICE_MAX_ROWS;
-    s = (s + CH - 1) / CH * CH;
-    return s < CH ? CH : s;
+    int64_t b = want > 0 ? want : BLOCK_FLOATS / (cols > 0 ? cols : 1);
+    return b < 1 ? 1 : b > CH ? CH : b;
+}
+
+/* The first failure of a parallel sweep, by chunk: chunks run in any order,
+ * so the one reported is the failing chunk with the smallest index (each
+ * chunk stops at its own first failure), whatever the thread timing. */
+typedef struct first_fail {
+    int64_t chunk; /* INT64_MAX: none */
+    int rc;
+    bp_error err;
+} first_fail;
+
+static void fail_init(first_fail *f)
+{
+    f->chunk = INT64_MAX;
+    f->rc = BP_OK;
+    memset(&f->err, 0, sizeof f->err);
+}
+
+static void fail_note(first_fail *f, int64_t chunk, int rc, const bp_error *e)
+{
+#pragma omp critical(bp_sweep_fail)
+    if (chunk < f->chunk) {
+        f->rc = rc;
+        f->err = *e;
+#pragma omp atomic write
+        f->chunk = chunk;
+    }
+}
+
+static int64_t fail_chunk(first_fail *f)
+{
+    int64_t c;
+#pragma omp atomic read
+    c = f->chunk;
+    return c;
+}
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(BP_NO_CLONES)
+#define HOT __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define HOT
+#endif
+
+/* bf16 rows to float (the same bit shift as bp_tensor_rows_f32, host byte
+ * order) with the finite check in the same pass: the index of the first row
+ * holding an infinity or NaN, or -1. */
+HOT static int64_t bf16_rows(const uint16_t *src, int64_t n, int64_t cols, float *dst)
+{
+    int64_t first = -1;
+    for (int64_t r = 0; r < n; r++) {
+        const uint16_t *s = src + r * cols;
+        float *d = dst + r * cols;
+        uint32_t bad = 0;
+        for (int64_t j = 0; j < cols; j++) {
+            uint32_t u = (uint32_t)s[j] << 16;
+            bad |= (u & 0x7f800000u) == 0x7f800000u;
+            memcpy(&d[j], &u, 4);
+        }
+        if (bad && first < 0)
+            first = r;
+    }
+    return first;
+}
+
+/* Convert rows [r, r + n) of t into buf and check them: BP_OK, or the
+ * conversion's error, or BP_EFORMAT naming the first non-finite row. */
+static int load_block(const bp_tensor_info *t, int64_t r, int64_t n, int64_t cols, float *buf,
+                      bp_error *e)
+{
+    int64_t bad;
+    if (t->dtype == BP_DTYPE_BF16 && t->data) {
+        bad = bf16_rows((const uint16_t *)t->data + r * cols, n, cols, buf);
+    } else {
+        int rc = bp_tensor_rows_f32(t, r, n, buf, e);
+        if (rc)
+            return rc;
+        bad = first_bad_row(buf, n, cols);
+    }
+    if (bad >= 0)
+        return bp_error_set(e, BP_EFORMAT, "tensor '%s': row %lld: non-finite weight", tname(t),
+                            (long long)(r + bad));
+    return BP_OK;
 }
 
 int bp_sweep_tensor_absmax(const bp_tensor_info *t, float *out, bp_error *err)
@@ -104,43 +195,63 @@ int bp_sweep_tensor_absmax(const bp_tensor_info *t, float *out, bp_error *err)
     int64_t rows = bp_tensor_rows(t), cols = bp_tensor_cols(t);
     if (rows < 1 || cols < 1)
         return bp_error_set(err, BP_EINVAL, "tensor '%s': empty", tname(t));
-    int64_t slice = auto_slice(cols, 0);
-    float *buf = malloc((size_t)slice * (size_t)cols * sizeof *buf);
-    if (!buf)
-        return bp_error_set(err, BP_ENOMEM, "tensor '%s': out of memory for a %lld-row slice",
-                            tname(t), (long long)slice);
-    int rc = BP_OK;
+    int64_t blk = block_rows(cols, 0), nchunks = (rows + CH - 1) / CH;
+    first_fail ff;
+    fail_init(&ff);
     float amax = 0.0f;
-    for (int64_t r = 0; r < rows; r += slice) {
-        int64_t n = rows - r < slice ? rows - r : slice;
-        rc = bp_tensor_rows_f32(t, r, n, buf, err);
-        if (rc)
-            goto out;
-        int64_t bad = first_bad_row(buf, n, cols);
-        if (bad >= 0) {
-            rc = bp_error_set(err, BP_EFORMAT, "tensor '%s': row %lld: non-finite weight",
-                              tname(t), (long long)(r + bad));
-            goto out;
-        }
-        /* Max is exact and order-free, so the lane split cannot change it. */
-        float m[16] = {0};
-        size_t total = (size_t)n * (size_t)cols, i = 0;
-        for (; i + 16 <= total; i += 16)
-            for (int l = 0; l < 16; l++) {
-                float a = fabsf(buf[i + (size_t)l]);
-                m[l] = a > m[l] ? a : m[l];
+    /* Max is exact and order-free, so neither the lane split nor the
+     * thread split can change it. */
+#pragma omp parallel
+    {
+        float *buf = malloc((size_t)blk * (size_t)cols * sizeof *buf);
+        float mine = 0.0f;
+        bp_error e;
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t c = 0; c < nchunks; c++) {
+            if (c > fail_chunk(&ff))
+                continue;
+            if (!buf) {
+                fail_note(&ff, c,
+                          bp_error_set(&e, BP_ENOMEM,
+                                       "tensor '%s': out of memory for a %lld-row block",
+                                       tname(t), (long long)blk),
+                          &e);
+                continue;
             }
-        for (; i < total; i++) {
-            float a = fabsf(buf[i]);
-            m[0] = a > m[0] ? a : m[0];
+            int64_t ce = (c + 1) * CH < rows ? (c + 1) * CH : rows;
+            for (int64_t r = c * CH; r < ce; r += blk) {
+                int64_t n = ce - r < blk ? ce - r : blk;
+                int rc = load_block(t, r, n, cols, buf, &e);
+                if (rc) {
+                    fail_note(&ff, c, rc, &e);
+                    break;
+                }
+                float m[16] = {0};
+                size_t total = (size_t)n * (size_t)cols, i = 0;
+                for (; i + 16 <= total; i += 16)
+                    for (int l = 0; l < 16; l++) {
+                        float a = fabsf(buf[i + (size_t)l]);
+                        m[l] = a > m[l] ? a : m[l];
+                    }
+                for (; i < total; i++) {
+                    float a = fabsf(buf[i]);
+                    m[0] = a > m[0] ? a : m[0];
+                }
+                for (int l = 0; l < 16; l++)
+                    mine = m[l] > mine ? m[l] : mine;
+            }
         }
-        for (int l = 0; l < 16; l++)
-            amax = m[l] > amax ? m[l] : amax;
+#pragma omp critical(bp_sweep_amax)
+        amax = mine > amax ? mine : amax;
+        free(buf);
+    }
+    if (ff.rc) {
+        if (err)
+            *err = ff.err;
+        return ff.rc;
     }
     *out = amax;
-out:
-    free(buf);
-    return rc;
+    return BP_OK;
 }
 
 int bp_sweep_tensor(const bp_tensor_info *t, const bp_format *fmts, size_t nfmt,
@@ -185,8 +296,6 @@ int bp_sweep_tensor_ex(const bp_tensor_info *t, const bp_format *fmts, size_t nf
 
     bp_sweep_result r;
     bp_sweep_result_init(&r);
-    float *buf = NULL;
-    double *rs = NULL, *rw = NULL;
     int rc = alloc_result(&r, rows, cols, nfmt);
     if (rc) {
         rc = bp_error_set(err, rc, "tensor '%s': out of memory for sweep results", tname(t));
@@ -207,66 +316,88 @@ int bp_sweep_tensor_ex(const bp_tensor_info *t, const bp_format *fmts, size_t nf
             goto out;
     }
 
-    int64_t slice = auto_slice(cols, o.slice_rows);
-    if (slice > nrows)
-        slice = (nrows + CH - 1) / CH * CH;
-    if (nrows > 0) {
-        buf = malloc((size_t)slice * (size_t)cols * sizeof *buf);
-        rs = malloc((size_t)slice * sizeof *rs);
-        rw = malloc((size_t)slice * sizeof *rw);
-        if (!buf || !rs || !rw) {
-            rc = bp_error_set(err, BP_ENOMEM, "tensor '%s': out of memory for a %lld-row slice",
-                              tname(t), (long long)slice);
-            goto out;
-        }
+    int64_t blk = block_rows(cols, o.slice_rows);
+    int64_t c0 = row0 / CH, c1 = (row0 + nrows + CH - 1) / CH;
+    float *tps = malloc(nfmt * sizeof *tps);
+    if (!tps) {
+        rc = bp_error_set(err, BP_ENOMEM, "tensor '%s': out of memory for sweep results",
+                          tname(t));
+        goto out;
     }
-    for (int64_t s0 = row0; s0 < row0 + nrows; s0 += slice) {
-        int64_t n = row0 + nrows - s0 < slice ? row0 + nrows - s0 : slice;
-        if ((rc = bp_tensor_rows_f32(t, s0, n, buf, err)) != BP_OK)
-            goto out;
-        int64_t bad = first_bad_row(buf, n, cols);
-        if (bad >= 0) {
-            rc = bp_error_set(err, BP_EFORMAT, "tensor '%s': row %lld: non-finite weight",
-                              tname(t), (long long)(s0 + bad));
-            goto out;
-        }
-        for (size_t fi = 0; fi < nfmt; fi++) {
-            if (!r.supported[fi])
+    for (size_t fi = 0; fi < nfmt; fi++)
+        tps[fi] = bp_format_tensor_param(&r.fmts[fi], r.tensor_absmax);
+    first_fail ff;
+    fail_init(&ff);
+#pragma omp parallel if (c1 - c0 > 1)
+    {
+        /* Per thread: one block of floats and, per format, the errors of
+         * the rows of one chunk. */
+        float *buf = malloc((size_t)blk * (size_t)cols * sizeof *buf);
+        double *es = malloc(nfmt * CH * sizeof *es), *ew = malloc(nfmt * CH * sizeof *ew);
+        bp_error e;
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t c = c0; c < c1; c++) {
+            if (c > fail_chunk(&ff))
                 continue;
-            const bp_format *f = &r.fmts[fi];
-            float tp = bp_format_tensor_param(f, r.tensor_absmax);
-            rc = bp_format_rtn_error_rows(f, buf, n, cols, tp, colw, rs, colw ? rw : NULL, NULL,
-                                          err);
-            if (rc) {
-                bp_error_prefix(err, "tensor '%s' rows [%lld, +%lld)", tname(t), (long long)s0,
-                                (long long)n);
-                goto out;
+            if (!buf || !es || !ew) {
+                fail_note(&ff, c,
+                          bp_error_set(&e, BP_ENOMEM,
+                                       "tensor '%s': out of memory for a %lld-row block",
+                                       tname(t), (long long)blk),
+                          &e);
+                continue;
             }
-            /* s0 is chunk-aligned: chunk partials are serial row sums. */
-            double *ps = r.partial + pidx(&r, fi, BP_SWEEP_SSE);
-            double *pw = r.partial + pidx(&r, fi, BP_SWEEP_WSSE);
-            for (int64_t c0 = 0; c0 < n; c0 += CH) {
-                int64_t ce = c0 + CH < n ? c0 + CH : n, ci = (s0 + c0) / CH;
-                double a = 0.0, b = 0.0;
-                for (int64_t i = c0; i < ce; i++) {
-                    a += rs[i];
-                    if (colw)
-                        b += rw[i];
+            int64_t rs = c * CH, re = (c + 1) * CH < rows ? (c + 1) * CH : rows;
+            int crc = BP_OK;
+            for (int64_t r0b = rs; r0b < re && !crc; r0b += blk) {
+                int64_t n = re - r0b < blk ? re - r0b : blk;
+                if ((crc = load_block(t, r0b, n, cols, buf, &e)) != BP_OK)
+                    break;
+                for (size_t fi = 0; fi < nfmt && !crc; fi++) {
+                    if (!r.supported[fi])
+                        continue;
+                    double *ps = es + fi * CH + (r0b - rs), *pw = ew + fi * CH + (r0b - rs);
+                    crc = bp_format_rtn_error_rows(&r.fmts[fi], buf, n, cols, tps[fi], colw, ps,
+                                                   colw ? pw : NULL, NULL, &e);
+                    if (crc)
+                        bp_error_prefix(&e, "tensor '%s' rows [%lld, +%lld)", tname(t),
+                                        (long long)r0b, (long long)n);
                 }
-                ps[ci] = a;
-                pw[ci] = colw ? b : NAN;
             }
+            if (crc) {
+                fail_note(&ff, c, crc, &e);
+                continue;
+            }
+            /* Chunk partials: serial row sums in row order. */
+            for (size_t fi = 0; fi < nfmt; fi++) {
+                if (!r.supported[fi])
+                    continue;
+                double a = 0.0, b = 0.0;
+                for (int64_t i = 0; i < re - rs; i++) {
+                    a += es[fi * CH + (size_t)i];
+                    if (colw)
+                        b += ew[fi * CH + (size_t)i];
+                }
+                r.partial[pidx(&r, fi, BP_SWEEP_SSE) + (size_t)c] = a;
+                r.partial[pidx(&r, fi, BP_SWEEP_WSSE) + (size_t)c] = colw ? b : NAN;
+            }
+            r.chunk_done[c] = 1;
         }
-        for (int64_t c0 = 0; c0 < n; c0 += CH)
-            r.chunk_done[(s0 + c0) / CH] = 1;
+        free(buf);
+        free(es);
+        free(ew);
+    }
+    free(tps);
+    if (ff.rc) {
+        if (err)
+            *err = ff.err;
+        rc = ff.rc;
+        goto out;
     }
     *out = r;
     bp_sweep_result_init(&r);
 out:
     bp_sweep_result_free(&r);
-    free(buf);
-    free(rs);
-    free(rw);
     return rc;
 }
 
