@@ -4,6 +4,7 @@
 
 #include "bitplan/apply.h"
 #include "bitplan/calib_input.h"
+#include "bitplan/evaluate.h"
 #include "bitplan/llama.h"
 #include "cli.h"
 
@@ -37,6 +38,9 @@ static void apply_usage(FILE *out)
             "  --stats FILE         calibration statistics file\n"
             "  --ctx N              calibration sequence length (default 128)\n"
             "  --calib-seqs N       calibration sequences (default 64)\n"
+            "  --method rtn|gptq    quantize every planned tensor this way instead of the\n"
+            "                       plan's own method (the plan's predicted errors then no\n"
+            "                       longer describe the output)\n"
             "  --no-model-hash      do not check the model's content hash\n"
             "  --quiet              no progress on stderr\n"
             "  -h, --help           show this help\n");
@@ -44,7 +48,7 @@ static void apply_usage(FILE *out)
 
 int bp_cmd_apply(int argc, char **argv)
 {
-    enum { O_PLAN = 1, O_MODEL, O_OUT, O_DEQ, O_NOHASH, O_QUIET };
+    enum { O_PLAN = 1, O_MODEL, O_OUT, O_DEQ, O_NOHASH, O_QUIET, O_METHOD };
     static const struct option opts[] = {
         {"plan", required_argument, NULL, O_PLAN},
         {"model", required_argument, NULL, O_MODEL},
@@ -52,6 +56,7 @@ int bp_cmd_apply(int argc, char **argv)
         {"dequantized", no_argument, NULL, O_DEQ},
         {"no-model-hash", no_argument, NULL, O_NOHASH},
         {"quiet", no_argument, NULL, O_QUIET},
+        {"method", required_argument, NULL, O_METHOD},
         BP_CLI_CALIB_LONGOPTS(""),
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -61,6 +66,7 @@ int bp_cmd_apply(int argc, char **argv)
     memset(&o, 0, sizeof o);
     bp_calib_spec cs;
     bp_calib_spec_default(&cs);
+    int method = -1;
     optind = 1;
     opterr = 0;
     int c;
@@ -72,6 +78,11 @@ int bp_cmd_apply(int argc, char **argv)
         case O_DEQ: o.dequantized = 1; break;
         case O_NOHASH: o.skip_model_hash = 1; break;
         case O_QUIET: o.quiet = 1; break;
+        case O_METHOD:
+            method = bp_table_method_from_name(optarg);
+            if (method < 0)
+                return bp_cli_usage_error("apply", "--method: '%s' is not rtn or gptq", optarg);
+            break;
         case 'h': apply_usage(stdout); return BP_EXIT_OK;
         default: {
             int h = bp_cli_calib_option("apply", c, optarg, &cs);
@@ -108,6 +119,12 @@ int bp_cmd_apply(int argc, char **argv)
             o.calib = calib;
             o.cfg = bp_llama_get_config(llama);
         }
+    }
+    if (rc == BP_OK && method >= 0) {
+        bp_plan *p2 = NULL;
+        rc = bp_plan_override_method(plan, (bp_quant_method)method, calib, &p2, &err);
+        bp_plan_destroy(&plan);
+        plan = p2;
     }
     if (rc == BP_OK)
         rc = bp_apply_model(plan, model, out_dir, &o, &err);

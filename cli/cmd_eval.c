@@ -33,13 +33,17 @@ static void eval_usage(FILE *out)
             "  --calib-text F, --calib-tokens F, --stats F, --calib-ctx N, --calib-seqs N\n"
             "                       calibration input of a plan with GPTQ tensors (as\n"
             "                       given to 'bitplan plan')\n"
+            "  --method rtn|gptq    quantize every planned tensor this way instead of the\n"
+            "                       plan's own method (GPTQ needs the calibration input)\n"
+            "  --no-kl              with --plan: run only the quantized model (half the\n"
+            "                       work); kl, nll_fp and delta_nll are not reported\n"
             "  --quiet              no progress on stderr\n"
             "  -h, --help           show this help\n");
 }
 
 int bp_cmd_eval(int argc, char **argv)
 {
-    enum { O_MODEL = 1, O_PLAN, O_TEXT, O_TOKENS, O_CTX, O_WIN, O_JSON, O_QUIET };
+    enum { O_MODEL = 1, O_PLAN, O_TEXT, O_TOKENS, O_CTX, O_WIN, O_JSON, O_QUIET, O_METHOD, O_NOKL };
     static const struct option opts[] = {
         {"model", required_argument, NULL, O_MODEL},
         {"plan", required_argument, NULL, O_PLAN},
@@ -49,13 +53,15 @@ int bp_cmd_eval(int argc, char **argv)
         {"windows", required_argument, NULL, O_WIN},
         {"json", no_argument, NULL, O_JSON},
         {"quiet", no_argument, NULL, O_QUIET},
+        {"method", required_argument, NULL, O_METHOD},
+        {"no-kl", no_argument, NULL, O_NOKL},
         BP_CLI_CALIB_LONGOPTS("calib-"),
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *model_dir = NULL, *plan_path = NULL, *text = NULL, *tok = NULL;
     long ctx = 128, windows = 0;
-    int json = 0, quiet = 0;
+    int json = 0, quiet = 0, no_kl = 0, method = -1;
     bp_calib_spec cs;
     bp_calib_spec_default(&cs);
     optind = 1;
@@ -77,6 +83,12 @@ int bp_cmd_eval(int argc, char **argv)
             break;
         case O_JSON: json = 1; break;
         case O_QUIET: quiet = 1; break;
+        case O_NOKL: no_kl = 1; break;
+        case O_METHOD:
+            method = bp_table_method_from_name(optarg);
+            if (method < 0)
+                return bp_cli_usage_error("eval", "--method: '%s' is not rtn or gptq", optarg);
+            break;
         case 'h': eval_usage(stdout); return BP_EXIT_OK;
         default: {
             int h = bp_cli_calib_option("eval", c, optarg, &cs);
@@ -121,20 +133,30 @@ int bp_cmd_eval(int argc, char **argv)
     }
     if (rc == BP_OK && plan && bp_calib_spec_given(&cs))
         rc = bp_calib_open(&cs, llama, NULL, 0, &calib, &err);
+    if (rc == BP_OK && plan && method >= 0) {
+        bp_plan *p2 = NULL;
+        rc = bp_plan_override_method(plan, (bp_quant_method)method, calib, &p2, &err);
+        bp_plan_destroy(&plan);
+        plan = p2;
+    }
+    if ((method >= 0 || no_kl) && !plan && rc == BP_OK)
+        rc = bp_error_set(&err, BP_EINVAL, "--method and --no-kl need --plan");
     if (rc == BP_OK)
-        rc = bp_evaluate(llama, model, plan, calib, bp_tokens_data(tokens), bp_tokens_count(tokens), ctx,
-                         windows, quiet, &r, &err);
+        rc = bp_evaluate_ex(llama, model, plan, calib, bp_tokens_data(tokens), bp_tokens_count(tokens), ctx,
+                            windows, quiet, no_kl, &r, &err);
     if (rc == BP_OK) {
         if (json) {
-            printf("{\"nll\": %.9g, \"ppl\": %.9g, \"tokens\": %lld, \"windows\": %lld, \"nll_fp\": %.9g",
-                   r.nll, r.ppl, (long long)r.tokens, (long long)r.windows, r.nll_fp);
-            if (plan)
+            printf("{\"nll\": %.9g, \"ppl\": %.9g, \"tokens\": %lld, \"windows\": %lld", r.nll, r.ppl,
+                   (long long)r.tokens, (long long)r.windows);
+            if (!no_kl)
+                printf(", \"nll_fp\": %.9g", r.nll_fp);
+            if (plan && !no_kl)
                 printf(", \"kl\": %.9g, \"delta_nll\": %.9g", r.kl, r.nll - r.nll_fp);
             printf("}\n");
         } else {
             printf("tokens: %lld in %lld windows of %ld\n", (long long)r.tokens, (long long)r.windows, ctx);
             printf("nll: %.6f nats/token  ppl: %.4f\n", r.nll, r.ppl);
-            if (plan) {
+            if (plan && !no_kl) {
                 printf("full precision nll: %.6f  delta nll: %+.6f\n", r.nll_fp, r.nll - r.nll_fp);
                 printf("kl(full || quantized): %.6f nats/token\n", r.kl);
             }

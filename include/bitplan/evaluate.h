@@ -38,6 +38,13 @@ int bp_evaluate_apply_plan(bp_llama *llama, const bp_model *model, const bp_plan
  * planned tensor needs it (GPTQ). */
 int bp_evaluate_check_calib(const bp_plan *plan, const bp_calib *calib, bp_error *err);
 
+/* A copy of `in` whose every tensor uses method m (RTN or GPTQ) instead of
+ * the planned one, with predicted errors cleared (they described other
+ * weights). For GPTQ the copy records calib's id, so apply/eval accept it.
+ * Used by `apply --method` and `eval --method`. Caller owns *out. */
+int bp_plan_override_method(const bp_plan *in, bp_quant_method m, const bp_calib *calib,
+                            bp_plan **out, bp_error *err);
+
 /* Evaluate windows [0, max_windows) (0 = all) of the stream with context
  * ctx (the reference.json protocol). With a plan: NLL of both models and
  * KL, processed in chunks so memory stays bounded. quiet: no progress. */
@@ -45,6 +52,14 @@ int bp_evaluate(bp_llama *llama, const bp_model *model, const bp_plan *plan,
                 const bp_calib *calib, const uint32_t *tokens, int64_t n_tokens,
                 int64_t ctx, int64_t max_windows, int quiet, bp_eval_result *out,
                 bp_error *err);
+
+/* As bp_evaluate, but with a plan and no_kl = 1 only the quantized model
+ * runs: nll, ppl and tokens are filled, nll_fp and kl are NaN (half the
+ * work, for sweeps over many plans whose full-precision NLL is known). */
+int bp_evaluate_ex(bp_llama *llama, const bp_model *model, const bp_plan *plan,
+                   const bp_calib *calib, const uint32_t *tokens, int64_t n_tokens,
+                   int64_t ctx, int64_t max_windows, int quiet, int no_kl,
+                   bp_eval_result *out, bp_error *err);
 
 #ifdef __cplusplus
 }

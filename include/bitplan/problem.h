@@ -53,7 +53,11 @@ int bp_problem_set_constraint(bp_problem *p, size_t j, const char *name,
 
 /* Check everything a solver relies on: every item has >= 1 choice, all
  * errors, costs and capacities finite, costs >= 0, names present. Returns
- * BP_EINVAL naming the first offending item/choice. */
+ * BP_EINVAL naming the first offending item/choice. Also checks
+ * n_constraints in 1..BP_MAX_CONSTRAINTS, at least one item, item_start
+ * consistent with n_choices, |values| <= 1e100 (so sums cannot overflow),
+ * and sizes under GLPK's ceilings (1e8 rows/columns, 5e8 non-zeros).
+ * add_item/add_choice/set_constraint apply the same checks as they go. */
 int bp_problem_validate(const bp_problem *p, bp_error *err);
 
 /* Smallest achievable total of constraint j (sum of per-item minima). */

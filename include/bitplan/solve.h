@@ -14,6 +14,12 @@
  * smallest achievable total of every binding constraint, and s->status =
  * BP_SOLVE_INFEASIBLE. Ties between equal objectives are broken the same way
  * on every run, so identical inputs give identical solutions.
+ *
+ * s must be zeroed ({0}) or come from bp_solution_init; the solvers
+ * (re)allocate s->choice for p->n_items and the caller frees it with
+ * bp_solution_free. Unless the status is OPTIMAL or FEASIBLE, choice[]
+ * entries are -1 and objective/cost_total are 0. p is not modified.
+ * Details, guards and tie-breaking: docs/solvers.md.
  */
 #ifndef BITPLAN_SOLVE_H
 #define BITPLAN_SOLVE_H
@@ -34,16 +40,29 @@ typedef struct bp_ilp_options {
 
 void bp_ilp_options_default(bp_ilp_options *o);
 
+/* o may be NULL (defaults). Returns BP_OK with status OPTIMAL, or
+ * FEASIBLE (mip_gap reached, or the deadline hit after a feasible
+ * assignment was known; s->bound and s->gap say how far from proven);
+ * BP_ETIMEOUT with status NO_SOLUTION if the deadline hit first;
+ * BP_EINFEASIBLE; BP_EINVAL (problem or options); BP_EIO (export_lp could
+ * not be written); BP_ESOLVER (GLPK failed or raised an internal error,
+ * caught by its error hook); BP_ENOMEM. Uses and then frees the calling
+ * thread's GLPK environment, so no other GLPK objects may be alive in that
+ * thread. */
 int bp_solve_ilp(const bp_problem *p, const bp_ilp_options *o,
                  bp_solution *s, bp_error *err);
 
 /* Single constraint only (BP_EINVAL otherwise). max_states caps the Pareto
- * frontier size (<= 0 means 4,000,000); exceeding it returns BP_ENOMEM so
- * the caller can fall back to the ILP. */
+ * frontier size (<= 0 means 4,000,000), counted as the total of states kept
+ * over all items (memory ~8 bytes each for back-pointers plus the two live
+ * frontiers); exceeding it returns BP_ENOMEM so the caller can fall back to
+ * the ILP. Costs are compared exactly: meant for integer-valued costs such
+ * as bytes (see docs/solvers.md). */
 int bp_solve_dp(const bp_problem *p, long max_states, bp_solution *s,
                 bp_error *err);
 
-/* Refuses more than max_assignments (<= 0 means 10,000,000) combinations. */
+/* Refuses more than max_assignments (<= 0 means 10,000,000) combinations
+ * with BP_EUNSUPPORTED. */
 int bp_solve_bruteforce(const bp_problem *p, long max_assignments,
                         bp_solution *s, bp_error *err);
 

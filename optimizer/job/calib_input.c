@@ -179,6 +179,7 @@ int bp_calib_open(const bp_calib_spec *spec, bp_llama *llama, const char *model_
                 goto fail;
         }
     }
+    bp_progress_destroy(&prog);
     *out = c;
     return BP_OK;
 fail:

@@ -76,10 +76,55 @@ int bp_evaluate_apply_plan(bp_llama *llama, const bp_model *model, const bp_plan
 /* Windows per chunk: bounds the cached reference distributions. */
 #define EVAL_CHUNK_WINDOWS 64
 
+int bp_plan_override_method(const bp_plan *in, bp_quant_method m, const bp_calib *calib,
+                            bp_plan **out, bp_error *err)
+{
+    *out = NULL;
+    if (m == BP_METHOD_GPTQ && !calib)
+        return bp_error_set(err, BP_EINVAL, "GPTQ weights need calibration input (--text/--tokens/--stats)");
+    bp_plan_info info;
+    bp_plan_get_info(in, &info);
+    bp_plan *p = bp_plan_new();
+    if (!p)
+        return bp_error_set(err, BP_ENOMEM, "out of memory");
+    int rc;
+    if ((rc = bp_plan_set_tool(p, info.tool_name, info.tool_version, err)) ||
+        (rc = bp_plan_set_model(p, info.model_path, info.model_hash, err)) ||
+        (rc = bp_plan_set_calibration(p, m == BP_METHOD_GPTQ ? bp_calib_id(calib) : info.calibration_hash,
+                                      m == BP_METHOD_GPTQ ? bp_calib_source(calib) : info.calibration_source,
+                                      err)) ||
+        (info.metric >= 0 && (rc = bp_plan_set_metric(p, (bp_metric)info.metric, err))) ||
+        (rc = bp_plan_set_budget(p, info.budget_given, info.asked_bits, info.asked_bytes, err)) ||
+        (rc = bp_plan_set_solver(p, info.solver_name, info.solver_status, info.objective, info.bound, info.gap,
+                                 err)))
+        goto out;
+    for (size_t i = 0; i < bp_plan_tensor_count(in); i++) {
+        bp_plan_tensor t;
+        bp_plan_tensor_get(in, i, &t);
+        t.method = m;
+        t.predicted_error = NAN;
+        if ((rc = bp_plan_add_tensor(p, &t, err)) != BP_OK)
+            goto out;
+    }
+    *out = p;
+    p = NULL;
+out:
+    bp_plan_destroy(&p);
+    return rc;
+}
+
 int bp_evaluate(bp_llama *llama, const bp_model *model, const bp_plan *plan,
                 const bp_calib *calib, const uint32_t *tokens, int64_t n_tokens,
                 int64_t ctx, int64_t max_windows, int quiet, bp_eval_result *out,
                 bp_error *err)
+{
+    return bp_evaluate_ex(llama, model, plan, calib, tokens, n_tokens, ctx, max_windows, quiet, 0, out, err);
+}
+
+int bp_evaluate_ex(bp_llama *llama, const bp_model *model, const bp_plan *plan,
+                   const bp_calib *calib, const uint32_t *tokens, int64_t n_tokens,
+                   int64_t ctx, int64_t max_windows, int quiet, int no_kl,
+                   bp_eval_result *out, bp_error *err)
 {
     memset(out, 0, sizeof *out);
     out->kl = NAN;
@@ -94,15 +139,22 @@ int bp_evaluate(bp_llama *llama, const bp_model *model, const bp_plan *plan,
     bp_progress *prog = bp_progress_new("eval", (uint64_t)nw, quiet);
     if (!prog)
         return bp_error_set(err, BP_ENOMEM, "eval: out of memory");
-    if (!plan) {
+    if (!plan || no_kl) {
+        bp_llama *lq = NULL;
+        if (plan) {
+            rc = bp_llama_new(model, &lq, err);
+            if (rc == BP_OK)
+                rc = bp_evaluate_apply_plan(lq, model, plan, calib, err);
+        }
         for (int64_t w0 = 0; w0 < nw && rc == BP_OK; w0 += EVAL_CHUNK_WINDOWS) {
             int64_t k = nw - w0 < EVAL_CHUNK_WINDOWS ? nw - w0 : EVAL_CHUNK_WINDOWS;
             bp_eval_sums s;
-            rc = bp_eval_nll(llama, tokens, n_tokens, ctx, w0, k, &s, err);
+            rc = bp_eval_nll(lq ? lq : llama, tokens, n_tokens, ctx, w0, k, &s, err);
             if (rc == BP_OK)
                 rc = bp_eval_sums_merge(&fp, &s, err);
             bp_progress_tick(prog, (uint64_t)k);
         }
+        bp_llama_destroy(&lq);
         q = fp;
     } else {
         /* Dequantize every planned tensor once; switch the model between
@@ -135,8 +187,8 @@ int bp_evaluate(bp_llama *llama, const bp_model *model, const bp_plan *plan,
         out->tokens = q.count;
         out->nll = bp_eval_sums_mean_nll(&q);
         out->ppl = bp_eval_sums_ppl(&q);
-        out->nll_fp = bp_eval_sums_mean_nll(&fp);
-        if (plan)
+        out->nll_fp = plan && no_kl ? NAN : bp_eval_sums_mean_nll(&fp);
+        if (plan && !no_kl)
             out->kl = bp_eval_sums_mean_kl(&q);
     }
     bp_progress_destroy(&prog);
