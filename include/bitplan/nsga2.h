@@ -12,7 +12,11 @@
  * initial population holds the cheapest assignment, the most accurate one,
  * the cheapest per constraint, the caller's seed assignments (e.g. ILP
  * optima for several budgets) and random interpolations between the
- * cheapest and the most accurate. The random generator is splitmix64
+ * cheapest and the most accurate. An archive keeps every distinct
+ * non-dominated (feasible, with caps) individual seen during the run,
+ * truncated by crowding distance to archive_max members; the caller's
+ * seeds are never truncated, only replaced by members that dominate them.
+ * The archive is the returned front. The random generator is splitmix64
  * seeding one xoshiro256** stream per offspring pair, so the result depends
  * only on the seed, never on the thread count. Details: docs/search.md.
  */
@@ -42,6 +46,8 @@ typedef struct bp_nsga2_options {
                              * choice indices (like bp_solution.choice);
                              * copied into the initial population */
     size_t n_seeds;         /* at most population - 2 */
+    size_t archive_max;     /* archive size after truncation; 0 (default)
+                             * means 10 x population; at least n_seeds */
 } bp_nsga2_options;
 
 void bp_nsga2_options_default(bp_nsga2_options *o);
@@ -63,14 +69,14 @@ typedef struct bp_pareto_front {
 void bp_pareto_front_destroy(bp_pareto_front **f);
 
 /* o may be NULL (defaults). On BP_OK *out is a new front (caller destroys)
- * holding the distinct non-dominated members of the final population
+ * holding the archive: distinct, mutually non-dominated assignments
  * (feasible ones only with use_caps), sorted by the first cost ascending,
  * then error, then the other costs, then the choice vector. Returns
  * BP_EINVAL (problem or options: odd or too small population, probability
  * outside [0, 1], a seed out of range, ...), BP_EINFEASIBLE (use_caps and a
  * capacity below its constraint's smallest achievable total, message as
- * bp_solve_ilp), BP_ENOTFOUND (use_caps and no individual of the final
- * population satisfies every cap), BP_ENOMEM. *out is NULL on error. */
+ * bp_solve_ilp), BP_ENOTFOUND (use_caps and no individual satisfied every
+ * cap during the run), BP_ENOMEM. *out is NULL on error. */
 int bp_nsga2_run(const bp_problem *p, const bp_nsga2_options *o,
                  bp_pareto_front **out, bp_error *err);
 

@@ -119,9 +119,14 @@ size_t bp__item_staircase(const bp_problem *p, size_t item, size_t j, uint32_t *
     size_t m = p->n_constraints;
     size_t a = p->item_start[item], b = p->item_start[item + 1];
     size_t n = b - a;
-    for (size_t k = 0; k < n; k++)
+    int sorted = 1;
+    for (size_t k = 0; k < n; k++) {
         tmp[k] = (uint32_t)(a + k);
-    sort_choices(p, j, tmp, n);
+        if (k && sorted && !before(p, j, tmp[k - 1], tmp[k]))
+            sorted = 0;
+    }
+    if (!sorted) /* menus usually come in cost order already */
+        sort_choices(p, j, tmp, n);
     /* Staircase: each kept choice is strictly more accurate than every
      * cheaper one (so costs are strictly increasing too: among equal costs
      * the first, most accurate, is kept). */
@@ -208,38 +213,38 @@ int bp__menu_build(const bp_problem *p, int threads, bp__menu *mn, bp_error *err
     if (!scratch || !mn->start)
         goto oom;
     mn->n_items = n;
+    mn->idx = malloc((p->n_choices ? p->n_choices : 1) * sizeof *mn->idx);
+    if (!mn->idx)
+        goto oom;
     size_t n_chunks = (n + BP__SEARCH_CHUNK - 1) / BP__SEARCH_CHUNK;
     int one = p->n_constraints == 1;
-    /* Pass 1: counts; pass 2: fill. Recomputing is cheaper than keeping a
-     * per-item copy of the menus. */
-    for (int pass = 0; pass < 2; pass++) {
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
-        for (size_t c = 0; c < n_chunks; c++) {
-            uint32_t *tmp = scratch + (size_t)omp_get_thread_num() * 2 * maxk;
-            uint32_t *out = tmp + maxk;
-            size_t lo = c * BP__SEARCH_CHUNK, hi = lo + BP__SEARCH_CHUNK < n ? lo + BP__SEARCH_CHUNK : n;
-            for (size_t i = lo; i < hi; i++) {
-                size_t cnt = one ? bp__item_staircase(p, i, 0, tmp, out) : item_pareto(p, i, out);
-                if (pass == 0)
-                    mn->start[i + 1] = (uint32_t)cnt;
-                else
-                    memcpy(mn->idx + mn->start[i], out, cnt * sizeof *out);
-            }
-        }
-        if (pass == 0) {
-            mn->start[0] = 0;
-            size_t maxkept = 0;
-            for (size_t i = 0; i < n; i++) {
-                if (mn->start[i + 1] > maxkept)
-                    maxkept = mn->start[i + 1];
-                mn->start[i + 1] += mn->start[i];
-            }
-            mn->max_kept = maxkept;
-            mn->idx = malloc(((size_t)mn->start[n] ? (size_t)mn->start[n] : 1) * sizeof *mn->idx);
-            if (!mn->idx)
-                goto oom;
+    /* Each item's kept choices go where its choices start in p (kept <=
+     * total), then one serial pass compacts them: one sort per item. */
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (n_chunks > 1)
+    for (size_t c = 0; c < n_chunks; c++) {
+        uint32_t *tmp = scratch + (size_t)omp_get_thread_num() * 2 * maxk;
+        uint32_t *out = tmp + maxk;
+        size_t lo = c * BP__SEARCH_CHUNK, hi = lo + BP__SEARCH_CHUNK < n ? lo + BP__SEARCH_CHUNK : n;
+        for (size_t i = lo; i < hi; i++) {
+            size_t cnt = one ? bp__item_staircase(p, i, 0, tmp, out) : item_pareto(p, i, out);
+            mn->start[i + 1] = (uint32_t)cnt;
+            memcpy(mn->idx + p->item_start[i], out, cnt * sizeof *out);
         }
     }
+    mn->start[0] = 0;
+    size_t maxkept = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t cnt = mn->start[i + 1];
+        if (cnt > maxkept)
+            maxkept = cnt;
+        if (mn->start[i] != p->item_start[i])
+            memmove(mn->idx + mn->start[i], mn->idx + p->item_start[i], cnt * sizeof *mn->idx);
+        mn->start[i + 1] = (uint32_t)(mn->start[i] + cnt);
+    }
+    mn->max_kept = maxkept;
+    uint32_t *shrunk = realloc(mn->idx, ((size_t)mn->start[n] ? (size_t)mn->start[n] : 1) * sizeof *shrunk);
+    if (shrunk)
+        mn->idx = shrunk;
     free(scratch);
     return BP_OK;
 oom:

@@ -7,7 +7,7 @@
  * completion is the LP optimum of the multiple-choice knapsack. The
  * critical slope (the multiplier lambda*) is found without sorting all
  * increments: a radix selection over the bit patterns of the slopes
- * (positive doubles order like their bits), 12 bits per pass, until the
+ * (positive doubles order like their bits), 14 bits per pass, until the
  * critical bucket is small enough to sort. L(lambda*) is then the LP value,
  * a lower bound on the integer optimum.
  *
@@ -29,7 +29,7 @@
 #include "bitplan/lagrange.h"
 #include "search_internal.h"
 
-#define RADIX_BITS 12
+#define RADIX_BITS 14
 #define RADIX_BINS ((size_t)1 << RADIX_BITS)
 #define COLLECT_MAX ((size_t)1 << 16) /* sort the critical bucket below this */
 
@@ -130,6 +130,61 @@ static int cand_desc(const void *a, const void *b)
     return (x->item > y->item) - (x->item < y->item);
 }
 
+typedef int (*cand_cmp)(const void *, const void *);
+
+static void cswap(cand *a, cand *b)
+{
+    cand t = *a;
+    *a = *b;
+    *b = t;
+}
+
+/* Move the best k of v[0..n) (by cmp, a total order) to the front and sort
+ * them: quickselect (median-of-three pivot, deterministic) then qsort.
+ * Candidates are applied best first and most rounds stop after a few, so
+ * selecting blocks is much cheaper than sorting millions of them. */
+static void best_block(cand *v, size_t n, size_t k, cand_cmp cmp)
+{
+    if (k >= n) {
+        qsort(v, n, sizeof *v, cmp);
+        return;
+    }
+    size_t lo = 0, hi = n - 1; /* the k-th (0-based k-1) element's range */
+    while (hi > lo) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (cmp(&v[mid], &v[lo]) < 0)
+            cswap(&v[mid], &v[lo]);
+        if (cmp(&v[hi], &v[lo]) < 0)
+            cswap(&v[hi], &v[lo]);
+        if (cmp(&v[hi], &v[mid]) < 0)
+            cswap(&v[hi], &v[mid]);
+        cand pv = v[mid];
+        size_t i = lo, j = hi;
+        while (i <= j) {
+            while (cmp(&v[i], &pv) < 0)
+                i++;
+            while (cmp(&v[j], &pv) > 0)
+                j--;
+            if (i <= j) {
+                cswap(&v[i], &v[j]);
+                i++;
+                if (j == 0)
+                    break;
+                j--;
+            }
+        }
+        if (k - 1 <= j)
+            hi = j;
+        else if (k - 1 >= i)
+            lo = i;
+        else
+            break;
+    }
+    qsort(v, k, sizeof *v, cmp);
+}
+
+#define BLOCK_CANDS 1024
+
 enum { MODE_REPAIR, MODE_UNVIOLATE, MODE_IMPROVE };
 
 static double violation(const ctx *x, const double *T, const double *C)
@@ -194,7 +249,7 @@ static double move_score(const ctx *x, int mode, size_t j, size_t cur, size_t k,
 
 /* One best move per item (lowest score for repair modes, highest for
  * improve; ties: earliest in the menu), collected per chunk and merged in
- * chunk order, then sorted by (score, item). */
+ * chunk order (item order). Unsorted: see next_block. */
 static int collect(ctx *x, int mode, size_t j, const int32_t *choice, const double *T,
                    const double *C, cand **out, size_t *n_out)
 {
@@ -202,13 +257,28 @@ static int collect(ctx *x, int mode, size_t j, const int32_t *choice, const doub
     cvec *vs = calloc(x->n_chunks, sizeof *vs);
     if (!vs)
         return BP_ENOMEM;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(x->nt)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(x->nt) if (x->n_chunks > 1)
     for (size_t c = 0; c < x->n_chunks; c++) {
         for (size_t i = chunk_lo(c); i < chunk_hi(x, c); i++) {
             size_t cur = p->item_start[i] + (size_t)choice[i];
             double best = NAN;
             uint32_t bk = 0;
-            for (uint32_t t = x->mn.start[i]; t < x->mn.start[i + 1]; t++) {
+            uint32_t t0 = x->mn.start[i], t1 = x->mn.start[i + 1];
+            if (mode == MODE_IMPROVE && x->m == 1) {
+                /* Staircase in cost order: only choices after the current
+                 * one are more accurate, and only those within the slack
+                 * fit, so scan from the current one while they fit. */
+                uint32_t t = t0;
+                while (t < t1 && (x->mn.idx[t] & BP__INDEX_MASK) != cur)
+                    t++;
+                if (t < t1) {
+                    double lim = cost_of(x, cur, 0) + (C[0] - T[0]);
+                    t0 = t + 1;
+                    while (t1 > t0 && cost_of(x, x->mn.idx[t1 - 1] & BP__INDEX_MASK, 0) > lim)
+                        t1--;
+                }
+            }
+            for (uint32_t t = t0; t < t1; t++) {
                 size_t k = x->mn.idx[t] & BP__INDEX_MASK;
                 if (k == cur)
                     continue;
@@ -238,7 +308,6 @@ static int collect(ctx *x, int mode, size_t j, const int32_t *choice, const doub
                 memcpy(all + at, vs[c].v, vs[c].n * sizeof *all);
             at += vs[c].n;
         }
-        qsort(all, total, sizeof *all, mode == MODE_IMPROVE ? cand_desc : cand_asc);
     }
     for (size_t c = 0; c < x->n_chunks; c++)
         free(vs[c].v);
@@ -291,15 +360,22 @@ static int repair(ctx *x, int32_t *choice, double *T, const double *C)
             int rc = collect(x, mode, j, choice, T, C, &cv, &nc);
             if (rc)
                 return rc;
-            for (size_t t = 0; t < nc; t++) {
-                if (mode == MODE_REPAIR ? T[j] <= C[j] : feasible(x, T, C))
-                    break;
-                size_t i = cv[t].item;
-                size_t cur = x->p->item_start[i] + (size_t)choice[i];
-                if (isnan(move_score(x, mode, j, cur, cv[t].choice, T, C)))
-                    continue;
-                apply_move(x, choice, T, i, cv[t].choice);
-                applied++;
+            int done = 0;
+            for (size_t b0 = 0; b0 < nc && !done; b0 += BLOCK_CANDS) {
+                size_t bk = nc - b0 < BLOCK_CANDS ? nc - b0 : BLOCK_CANDS;
+                best_block(cv + b0, nc - b0, bk, cand_asc);
+                for (size_t t = b0; t < b0 + bk; t++) {
+                    if (mode == MODE_REPAIR ? T[j] <= C[j] : feasible(x, T, C)) {
+                        done = 1;
+                        break;
+                    }
+                    size_t i = cv[t].item;
+                    size_t cur = x->p->item_start[i] + (size_t)choice[i];
+                    if (isnan(move_score(x, mode, j, cur, cv[t].choice, T, C)))
+                        continue;
+                    apply_move(x, choice, T, i, cv[t].choice);
+                    applied++;
+                }
             }
             free(cv);
         }
@@ -319,13 +395,23 @@ static int improve(ctx *x, int32_t *choice, double *T, const double *C, int roun
         int rc = collect(x, MODE_IMPROVE, 0, choice, T, C, &cv, &nc);
         if (rc)
             return rc;
-        for (size_t t = 0; t < nc; t++) {
-            size_t i = cv[t].item;
-            size_t cur = x->p->item_start[i] + (size_t)choice[i];
-            if (isnan(move_score(x, MODE_IMPROVE, 0, cur, cv[t].choice, T, C)))
-                continue;
-            apply_move(x, choice, T, i, cv[t].choice);
-            applied++;
+        /* Blocks of the best candidates; a block with no applicable move
+         * ends the round (the slack is used up for this ranking; the next
+         * round re-collects only moves that still fit). */
+        for (size_t b0 = 0; b0 < nc; b0 += BLOCK_CANDS) {
+            size_t bk = nc - b0 < BLOCK_CANDS ? nc - b0 : BLOCK_CANDS, in_block = 0;
+            best_block(cv + b0, nc - b0, bk, cand_desc);
+            for (size_t t = b0; t < b0 + bk; t++) {
+                size_t i = cv[t].item;
+                size_t cur = x->p->item_start[i] + (size_t)choice[i];
+                if (isnan(move_score(x, MODE_IMPROVE, 0, cur, cv[t].choice, T, C)))
+                    continue;
+                apply_move(x, choice, T, i, cv[t].choice);
+                in_block++;
+            }
+            applied += in_block;
+            if (!in_block)
+                break;
         }
         free(cv);
         if (!applied)
@@ -444,12 +530,12 @@ static int select_cut(ctx *x, double R, cut *out, int *all_fit)
     uint64_t prefix = 0; /* resolved bits [hi_bit, 63) of the critical key */
     int hi_bit = 63;
     double w_above = 0.0; /* cost of all increments with a larger key */
-    size_t count = 0;
+    size_t count = 0, last_bin = 0;
     *all_fit = 0;
     for (;;) {
         int shift = hi_bit > RADIX_BITS ? hi_bit - RADIX_BITS : 0;
         size_t nb = (size_t)1 << (hi_bit - shift);
-#pragma omp parallel for schedule(dynamic, 1) num_threads(x->nt)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(x->nt) if (x->n_chunks > 1)
         for (size_t c = 0; c < nch; c++) {
             uint32_t *h = hbuf + (size_t)omp_get_thread_num() * maxh;
             uint32_t *cc = cnt + c * RADIX_BINS;
@@ -504,6 +590,7 @@ static int select_cut(ctx *x, double R, cut *out, int *all_fit)
             crit = last;
             w_above = w_last_above;
         }
+        last_bin = crit;
         prefix = (prefix << (hi_bit - shift)) | crit;
         hi_bit = shift;
         if (hi_bit == 0 || count <= COLLECT_MAX)
@@ -541,26 +628,14 @@ static int select_cut(ctx *x, double R, cut *out, int *all_fit)
         rc = BP_ENOMEM;
         goto out;
     }
+    /* Per-chunk counts of the bucket come from the last histogram. */
     off[0] = 0;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(x->nt)
-    for (size_t c = 0; c < nch; c++) {
-        uint32_t *h = hbuf + (size_t)omp_get_thread_num() * maxh;
-        size_t nmatch = 0;
-        for (size_t i = chunk_lo(c); i < chunk_hi(x, c); i++) {
-            size_t nh = hull_of(x, i, h);
-            for (size_t t = 0; t + 1 < nh; t++) {
-                double e0 = x->p->error[h[t]], w0 = cost_of(x, h[t], 0);
-                double e1 = x->p->error[h[t + 1]], w1 = cost_of(x, h[t + 1], 0);
-                if ((key_of(bp__slope(e0, w0, e1, w1)) >> hi_bit) == prefix)
-                    nmatch++;
-            }
-        }
-        off[c + 1] = nmatch;
-    }
+    for (size_t c = 0; c < nch; c++)
+        off[c + 1] = cnt[c * RADIX_BINS + last_bin];
     for (size_t c = 0; c < nch; c++)
         off[c + 1] += off[c];
     count = off[nch];
-#pragma omp parallel for schedule(dynamic, 1) num_threads(x->nt)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(x->nt) if (x->n_chunks > 1)
     for (size_t c = 0; c < nch; c++) {
         uint32_t *h = hbuf + (size_t)omp_get_thread_num() * maxh;
         size_t at = off[c];
@@ -610,7 +685,7 @@ out:
 static void dual_sum_hull(ctx *x, double lam, double *S, double *mag)
 {
     size_t st = 2;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(x->nt)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(x->nt) if (x->n_chunks > 1)
     for (size_t c = 0; c < x->n_chunks; c++) {
         double s = 0.0, a = 0.0;
         for (size_t i = chunk_lo(c); i < chunk_hi(x, c); i++) {
@@ -650,7 +725,7 @@ static int solve_one(ctx *x, const bp_lagrange_options *o, bp_solution *s, bp_er
         return bp_error_set(err, BP_ENOMEM, "lagrange: out of memory");
     /* Pass A: cost of the cheapest hull points; bound L(0). */
     size_t st = 3;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(x->nt)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(x->nt) if (x->n_chunks > 1)
     for (size_t c = 0; c < x->n_chunks; c++) {
         uint32_t *h = hbuf + (size_t)omp_get_thread_num() * maxh;
         double base = 0.0, emin = 0.0, emag = 0.0;
@@ -685,7 +760,7 @@ static int solve_one(ctx *x, const bp_lagrange_options *o, bp_solution *s, bp_er
     }
     /* The Lagrangian assignment: each item climbs its hull while the
      * increments come before the cut. */
-#pragma omp parallel for schedule(dynamic, 1) num_threads(x->nt)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(x->nt) if (x->n_chunks > 1)
     for (size_t c = 0; c < x->n_chunks; c++) {
         uint32_t *h = hbuf + (size_t)omp_get_thread_num() * maxh;
         for (size_t i = chunk_lo(c); i < chunk_hi(x, c); i++) {
@@ -748,7 +823,7 @@ static void dual_multi(ctx *x, const double *mu, int32_t *choice, dual_eval *d)
     double lam[BP_MAX_CONSTRAINTS];
     for (size_t j = 0; j < m; j++)
         lam[j] = mu[j] / x->scale[j];
-#pragma omp parallel for schedule(dynamic, 1) num_threads(x->nt)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(x->nt) if (x->n_chunks > 1)
     for (size_t c = 0; c < x->n_chunks; c++) {
         double s = 0.0, a = 0.0, W[BP_MAX_CONSTRAINTS] = {0};
         for (size_t i = chunk_lo(c); i < chunk_hi(x, c); i++) {
@@ -857,7 +932,7 @@ static void coord_ascent(dual_state *ds, size_t j, double base)
         return;
     }
     double L_lo = -INFINITY, L_hi = -INFINITY;
-    for (int it = 0; it < 45 && hi - lo > 1e-15 * hi; it++) {
+    for (int it = 0; it < 60 && hi - lo > 1e-9 * hi; it++) {
         mu[j] = 0.5 * (lo + hi);
         eval_at(ds, mu, &d);
         if (d.g[j] > 0) {

@@ -137,6 +137,14 @@ typedef struct nsga {
     size_t *order;           /* 2N work */
     double scale[BP_MAX_CONSTRAINTS];
     uint64_t seed, cx_thr, mut_thr;
+    /* Archive: every distinct non-dominated (feasible with caps)
+     * individual seen so far, at most amax after truncation. */
+    size_t amax, an;
+    int32_t *agenes;         /* (amax + N) * n */
+    double *aobj;            /* (amax + N) * M */
+    double *acrowd;          /* (amax + N) */
+    size_t *aord;            /* (amax + N) */
+    unsigned char *apin;     /* caller's seeds: never truncated */
 } nsga;
 
 static int32_t *genome(nsga *g, size_t k)
@@ -522,6 +530,113 @@ static void init_population(nsga *g, const bp_nsga2_options *o)
     }
 }
 
+/* Plain Pareto comparison of objective vectors: 1 if a <= b everywhere. */
+static int weakly_dominates(const double *a, const double *b, size_t M)
+{
+    for (size_t q = 0; q < M; q++)
+        if (a[q] > b[q])
+            return 0;
+    return 1;
+}
+
+/* Offer individual k to the archive: rejected if a member is equal or
+ * better everywhere; otherwise the members it dominates leave (order of the
+ * others kept) and it is appended. */
+static void archive_offer(nsga *g, size_t k, int pin)
+{
+    if (g->caps && g->viol[k] != 0.0)
+        return;
+    size_t M = g->M;
+    const double *o = g->obj + k * M;
+    for (size_t a = 0; a < g->an; a++)
+        if (weakly_dominates(g->aobj + a * M, o, M))
+            return;
+    size_t at = 0;
+    for (size_t a = 0; a < g->an; a++) {
+        if (weakly_dominates(o, g->aobj + a * M, M))
+            continue; /* strictly dominated (equal was rejected above) */
+        if (a != at) {
+            memcpy(g->agenes + at * g->n, g->agenes + a * g->n, g->n * sizeof(int32_t));
+            memcpy(g->aobj + at * M, g->aobj + a * M, M * sizeof(double));
+            g->apin[at] = g->apin[a];
+        }
+        at++;
+    }
+    memcpy(g->agenes + at * g->n, genome(g, k), g->n * sizeof(int32_t));
+    memcpy(g->aobj + at * M, o, M * sizeof(double));
+    g->apin[at] = (unsigned char)pin;
+    g->an = at + 1;
+}
+
+static int aobj_cmp(const void *pa, const void *pb, void *arg)
+{
+    size_t a = *(const size_t *)pa, b = *(const size_t *)pb;
+    const sort_arg *sa = arg;
+    double x = sa->g->aobj[a * sa->g->M + sa->q], y = sa->g->aobj[b * sa->g->M + sa->q];
+    if (x != y)
+        return x < y ? -1 : 1;
+    return (a > b) - (a < b);
+}
+
+static int acrowd_asc(const void *pa, const void *pb, void *arg)
+{
+    size_t a = *(const size_t *)pa, b = *(const size_t *)pb;
+    const nsga *g = ((const sort_arg *)arg)->g;
+    if (g->acrowd[a] != g->acrowd[b])
+        return g->acrowd[a] < g->acrowd[b] ? -1 : 1;
+    return (a < b) - (a > b); /* later members leave first */
+}
+
+/* Above amax members: drop the most crowded unpinned ones (crowding
+ * distance over the archive, computed once per truncation). */
+static void archive_truncate(nsga *g)
+{
+    if (g->an <= g->amax)
+        return;
+    size_t n = g->an, M = g->M, *ord = g->aord;
+    for (size_t a = 0; a < n; a++)
+        g->acrowd[a] = 0.0;
+    for (size_t q = 0; q < M; q++) {
+        for (size_t a = 0; a < n; a++)
+            ord[a] = a;
+        sort_arg sa = {g, q};
+        qsort_r(ord, n, sizeof *ord, aobj_cmp, &sa);
+        double lo = g->aobj[ord[0] * M + q], hi = g->aobj[ord[n - 1] * M + q];
+        g->acrowd[ord[0]] = INFINITY;
+        g->acrowd[ord[n - 1]] = INFINITY;
+        if (!(hi > lo))
+            continue;
+        for (size_t t = 1; t + 1 < n; t++)
+            g->acrowd[ord[t]] += (g->aobj[ord[t + 1] * M + q] - g->aobj[ord[t - 1] * M + q]) / (hi - lo);
+    }
+    for (size_t a = 0; a < n; a++)
+        ord[a] = a;
+    sort_arg sa = {g, 0};
+    qsort_r(ord, n, sizeof *ord, acrowd_asc, &sa);
+    size_t drop = n - g->amax;
+    unsigned char *gone = (unsigned char *)g->acrowd; /* reuse: crowding no longer needed */
+    size_t *victims = ord;
+    size_t nv = 0;
+    for (size_t t = 0; t < n && nv < drop; t++)
+        if (!g->apin[ord[t]])
+            victims[nv++] = ord[t];
+    memset(gone, 0, n);
+    for (size_t t = 0; t < nv; t++)
+        gone[victims[t]] = 1;
+    size_t at = 0;
+    for (size_t a = 0; a < n; a++) {
+        if (gone[a])
+            continue;
+        if (a != at) {
+            memcpy(g->agenes + at * g->n, g->agenes + a * g->n, g->n * sizeof(int32_t));
+            memcpy(g->aobj + at * M, g->aobj + a * M, M * sizeof(double));
+            g->apin[at] = g->apin[a];
+        }
+        at++;
+    }
+    g->an = at;
+}
+
 static int check_options(const bp_problem *p, const bp_nsga2_options *o, bp_error *err)
 {
     if (o->population < 4 || o->population > MAX_POPULATION || o->population % 2)
@@ -538,6 +653,17 @@ static int check_options(const bp_problem *p, const bp_nsga2_options *o, bp_erro
     if (2 * o->population > MAX_GENES / p->n_items)
         return bp_error_set(err, BP_EINVAL,
                             "nsga2: population %zu x %zu items exceeds %zu genes", o->population,
+                            p->n_items, MAX_GENES);
+    if (o->archive_max > MAX_POPULATION * 10)
+        return bp_error_set(err, BP_EINVAL, "nsga2: archive_max %zu above %d", o->archive_max,
+                            MAX_POPULATION * 10);
+    if (o->archive_max && o->archive_max < o->n_seeds)
+        return bp_error_set(err, BP_EINVAL, "nsga2: archive_max %zu below the %zu seeds",
+                            o->archive_max, o->n_seeds);
+    size_t amax = o->archive_max ? o->archive_max : 10 * o->population;
+    if (amax + o->population + 2 > MAX_GENES / p->n_items)
+        return bp_error_set(err, BP_EINVAL,
+                            "nsga2: archive of %zu x %zu items exceeds %zu genes", amax,
                             p->n_items, MAX_GENES);
     if (o->n_seeds > o->population - 2)
         return bp_error_set(err, BP_EINVAL, "nsga2: %zu seeds, at most population - 2 = %zu",
@@ -562,7 +688,7 @@ static int out_cmp(const void *pa, const void *pb, void *arg)
 {
     size_t a = *(const size_t *)pa, b = *(const size_t *)pb;
     const nsga *g = ((const sort_arg *)arg)->g;
-    const double *x = g->obj + a * g->M, *y = g->obj + b * g->M;
+    const double *x = g->aobj + a * g->M, *y = g->aobj + b * g->M;
     /* first cost, error, other costs */
     size_t ord[BP_MAX_CONSTRAINTS + 1];
     size_t no = 0;
@@ -574,7 +700,7 @@ static int out_cmp(const void *pa, const void *pb, void *arg)
         if (x[ord[t]] != y[ord[t]])
             return x[ord[t]] < y[ord[t]] ? -1 : 1;
     /* then the choice vector (local choice indices) */
-    const int32_t *ga = g->genes + a * g->n, *gb = g->genes + b * g->n;
+    const int32_t *ga = g->agenes + a * g->n, *gb = g->agenes + b * g->n;
     for (size_t i = 0; i < g->n; i++) {
         uint32_t ca = g->menu[g->mstart[i] + (uint32_t)ga[i]], cb = g->menu[g->mstart[i] + (uint32_t)gb[i]];
         if (ca != cb)
@@ -632,8 +758,16 @@ int bp_nsga2_run(const bp_problem *p, const bp_nsga2_options *o, bp_pareto_front
     g.front = malloc(N2 * sizeof *g.front);
     g.crowd = malloc(N2 * sizeof *g.crowd);
     g.order = malloc(N2 * sizeof *g.order);
-    mem = malloc(N2 * sizeof *mem);
-    if (!g.genes || !g.obj || !g.viol || !g.front || !g.crowd || !g.order || !mem) {
+    g.amax = o->archive_max ? o->archive_max : 10 * g.N;
+    size_t acap = g.amax + g.N + 2; /* room for a generation's offers */
+    g.agenes = malloc(acap * g.n * sizeof *g.agenes);
+    g.aobj = malloc(acap * g.M * sizeof *g.aobj);
+    g.acrowd = malloc(acap * sizeof *g.acrowd);
+    g.aord = malloc(acap * sizeof *g.aord);
+    g.apin = malloc(acap);
+    mem = malloc((N2 > acap ? N2 : acap) * sizeof *mem);
+    if (!g.genes || !g.obj || !g.viol || !g.front || !g.crowd || !g.order || !mem || !g.agenes ||
+        !g.aobj || !g.acrowd || !g.aord || !g.apin) {
         rc = bp_error_set(err, BP_ENOMEM, "nsga2: out of memory for %zu x %zu genes", N2, g.n);
         goto out;
     }
@@ -641,6 +775,9 @@ int bp_nsga2_run(const bp_problem *p, const bp_nsga2_options *o, bp_pareto_front
 #pragma omp parallel for schedule(dynamic, 1) num_threads(g.nt)
     for (size_t k = 0; k < g.N; k++)
         evaluate(&g, k);
+    for (size_t k = 0; k < g.N; k++)
+        archive_offer(&g, k, k >= 2 && k < 2 + o->n_seeds);
+    archive_truncate(&g);
     rc = rank_and_select(&g, g.N, 0);
     for (size_t gen = 0; !rc && gen < o->generations; gen++) {
 #pragma omp parallel for schedule(dynamic, 1) num_threads(g.nt)
@@ -649,30 +786,27 @@ int bp_nsga2_run(const bp_problem *p, const bp_nsga2_options *o, bp_pareto_front
             evaluate(&g, g.N + 2 * q);
             evaluate(&g, g.N + 2 * q + 1);
         }
+        for (size_t k = g.N; k < N2; k++)
+            archive_offer(&g, k, 0);
+        archive_truncate(&g);
         rc = rank_and_select(&g, N2, 1);
     }
     if (rc) {
         rc = bp_error_set(err, BP_ENOMEM, "nsga2: out of memory sorting the population");
         goto out;
     }
-    /* Output: distinct members of the first front, feasible ones only. */
-    size_t nm = 0;
-    for (size_t k = 0; k < g.N; k++)
-        if (g.front[k] == 0 && g.viol[k] == 0.0)
-            mem[nm++] = k;
-    if (!nm) {
+    /* Output: the archive, sorted. */
+    size_t nd = g.an;
+    if (!nd) {
         rc = bp_error_set(err, BP_ENOTFOUND,
-                          "nsga2: no individual of the final population satisfies every cap "
-                          "(after %zu generations)",
+                          "nsga2: no individual satisfied every cap in %zu generations",
                           o->generations);
         goto out;
     }
+    for (size_t t = 0; t < nd; t++)
+        mem[t] = t;
     sort_arg sa = {&g, 0};
-    qsort_r(mem, nm, sizeof *mem, out_cmp, &sa);
-    size_t nd = 0;
-    for (size_t t = 0; t < nm; t++)
-        if (nd == 0 || memcmp(g.obj + mem[t] * g.M, g.obj + mem[nd - 1] * g.M, g.M * sizeof(double)))
-            mem[nd++] = mem[t];
+    qsort_r(mem, nd, sizeof *mem, out_cmp, &sa);
     f = calloc(1, sizeof *f);
     if (f) {
         f->choice = malloc(nd * g.n * sizeof *f->choice);
@@ -688,10 +822,10 @@ int bp_nsga2_run(const bp_problem *p, const bp_nsga2_options *o, bp_pareto_front
     f->n_objectives = g.M;
     f->generations = o->generations;
     for (size_t t = 0; t < nd; t++) {
-        const int32_t *x = genome(&g, mem[t]);
+        const int32_t *x = g.agenes + mem[t] * g.n;
         for (size_t i = 0; i < g.n; i++)
             f->choice[t * g.n + i] = (int32_t)(g.menu[g.mstart[i] + (uint32_t)x[i]] - p->item_start[i]);
-        memcpy(f->objective + t * g.M, g.obj + mem[t] * g.M, g.M * sizeof(double));
+        memcpy(f->objective + t * g.M, g.aobj + mem[t] * g.M, g.M * sizeof(double));
     }
     *out = f;
 out:
@@ -704,5 +838,10 @@ out:
     free(g.front);
     free(g.crowd);
     free(g.order);
+    free(g.agenes);
+    free(g.aobj);
+    free(g.acrowd);
+    free(g.aord);
+    free(g.apin);
     return rc;
 }
