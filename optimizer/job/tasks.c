@@ -42,6 +42,23 @@ char *bp__mp_strdup(const msgpack_object *map, const char *key, int required, bp
     return out;
 }
 
+/* An optional string: absent or nil leaves *out NULL; any other type is an
+ * error (params come from the network). */
+static int opt_str(const msgpack_object *map, const char *key, char **out, bp_error *err)
+{
+    *out = NULL;
+    bp_str s;
+    int rc = bp_mp_get_str(map, key, &s, err);
+    if (rc == BP_ENOTFOUND) {
+        bp_error_clear(err);
+        return BP_OK;
+    }
+    if (rc != BP_OK)
+        return rc;
+    *out = bp__mp_strdup(map, key, 1, err);
+    return *out ? BP_OK : (err ? err->code : BP_EINVAL);
+}
+
 static int get_i64_default(const msgpack_object *map, const char *key, int64_t def, int64_t lo, int64_t hi,
                            int64_t *out, bp_error *err)
 {
@@ -183,12 +200,12 @@ static int task_measure(bp_task_ctx *ctx, bp_error *err)
         rc = err ? err->code : BP_EINVAL;
         goto out;
     }
-    model_hash = bp__mp_strdup(p, "model_hash", 0, err);
-    stats = bp__mp_strdup(p, "stats", 0, err);
-    calib_id = bp__mp_strdup(p, "calib_id", 0, err);
-    imatrix = bp__mp_strdup(p, "imatrix", 0, err);
-    text = bp__mp_strdup(p, "text", 0, err);
-    tokens = bp__mp_strdup(p, "tokens", 0, err);
+    if (opt_str(p, "model_hash", &model_hash, err) || opt_str(p, "stats", &stats, err) ||
+        opt_str(p, "calib_id", &calib_id, err) || opt_str(p, "imatrix", &imatrix, err) ||
+        opt_str(p, "text", &text, err) || opt_str(p, "tokens", &tokens, err)) {
+        rc = err ? err->code : BP_EINVAL;
+        goto out;
+    }
     if ((rc = get_bool_default(p, "want_dkl", &want_dkl, err)) ||
         (rc = get_bool_default(p, "diag_only", &diag_only, err)) ||
         (rc = get_i64_default(p, "ctx", 0, 0, 1 << 24, &ctx_len, err)) ||
@@ -401,9 +418,11 @@ static int task_hessian(bp_task_ctx *ctx, bp_error *err)
         rc = err ? err->code : BP_EINVAL;
         goto out;
     }
-    model_hash = bp__mp_strdup(p, "model_hash", 0, err);
-    text = bp__mp_strdup(p, "text", 0, err);
-    tokens_path = bp__mp_strdup(p, "tokens", 0, err);
+    if (opt_str(p, "model_hash", &model_hash, err) || opt_str(p, "text", &text, err) ||
+        opt_str(p, "tokens", &tokens_path, err)) {
+        rc = err ? err->code : BP_EINVAL;
+        goto out;
+    }
     if ((rc = get_i64_default(p, "ctx", -1, 1, 1 << 24, &ctx_len, err)) ||
         (rc = get_i64_default(p, "seq_first", -1, 0, 1L << 40, &first, err)) ||
         (rc = get_i64_default(p, "n_seq", -1, 1, 1L << 30, &n, err)) ||
