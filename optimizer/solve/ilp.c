@@ -32,6 +32,9 @@
  * capacity by a hair when recomputed exactly; the row is then tightened and
  * the model re-solved, at most this many times. */
 #define MAX_REPAIRS 3
+/* Capacity rows are scaled so their largest coefficient is in
+ * [2^(e-1), 2^e) with e = ROW_SCALE_EXP (see model_build). */
+#define ROW_SCALE_EXP 10
 
 void bp_ilp_options_default(bp_ilp_options *o)
 {
@@ -153,11 +156,17 @@ static int model_build(const bp_problem *p, model *md, bp_error *err)
         double cmax = 0;
         for (size_t t = 0; t < nc; t++)
             cmax = fmax(cmax, p->cost[md->col_choice[t] * m + j]);
+        /* GLPK returned wrong "optimal" answers (checked against the DP)
+         * when capacity rows held coefficients around 1e10 and more, as
+         * 10 GB tensors would give; its presolver and branch-and-bound use
+         * tolerances on the unscaled rows. Scaling each capacity row by a
+         * power of two (exact) so its largest coefficient is in
+         * [2^9, 2^10) removed every such failure in a 40-seed scan. */
         md->row_scale[j] = 1.0;
-        if (cmax > 0 && getenv("BP_ROWK")) {
+        if (cmax > 0) {
             int e;
             frexp(cmax, &e);
-            md->row_scale[j] = ldexp(1.0, atoi(getenv("BP_ROWK")) - e);
+            md->row_scale[j] = ldexp(1.0, ROW_SCALE_EXP - e);
         }
     }
     /* GLPK prunes a node when its bound is within tol_obj * (1 + |best|) of
@@ -168,7 +177,7 @@ static int model_build(const bp_problem *p, model *md, bp_error *err)
     if (spread > 0 && isfinite(spread)) {
         int e;
         frexp(spread, &e);
-        int k = (getenv("BP_OBJK") ? atoi(getenv("BP_OBJK")) : 21) - e;
+        int k = 21 - e;
         if (k > 900)
             k = 900;
         if (k < -900)
@@ -623,7 +632,7 @@ static int run_glpk(job *jb, bp_error *err)
     term_reset(&jb->term);
     P = glpk_build(jb, 0);
     jb->have_heur = jb->have_lagrange = 0;
-    if (jb->md->n_cols > jb->p->n_items && !getenv("BP_NOFIX")) {
+    if (jb->md->n_cols > jb->p->n_items) {
         double lambda[BP_MAX_CONSTRAINTS];
         int lr = lagrange_multipliers(jb, P, lambda);
         glp_delete_prob(P);
@@ -633,19 +642,10 @@ static int run_glpk(job *jb, bp_error *err)
         term_reset(&jb->term);
         P = glpk_build(jb, 0);
     }
-    if (getenv("BP_DUMP")) glp_write_lp(P, NULL, getenv("BP_DUMP"));
     glp_iocp parm;
     glp_init_iocp(&parm);
     parm.msg_lev = jb->o->verbose ? GLP_MSG_ON : GLP_MSG_OFF;
     parm.presolve = GLP_ON;
-    if (getenv("BP_NOPRE")) {
-        glp_smcp sp;
-        glp_init_smcp(&sp);
-        sp.msg_lev = GLP_MSG_OFF;
-        glp_scale_prob(P, GLP_SF_AUTO);
-        glp_simplex(P, &sp);
-        parm.presolve = GLP_OFF;
-    }
     parm.mip_gap = jb->o->mip_gap;
     parm.cb_func = search_callback;
     parm.cb_info = &jb->search;

@@ -154,6 +154,47 @@ static void test_solve_ilp_matches_dp_medium(void **state)
     }
 }
 
+/* Costs around 1e10 per item (10 GB tensors) with near-collinear sizes:
+ * before capacity rows were scaled, GLPK returned "optimal" answers up to
+ * 1 % worse than the DP on these seeds. */
+static void test_solve_huge_costs_match_dp(void **state)
+{
+    (void)state;
+    static const int seeds[] = {1, 13, 15, 28, 34};
+    for (size_t q = 0; q < sizeof seeds / sizeof *seeds; q++) {
+        rng r = {(uint64_t)seeds[q]};
+        bp_problem *p = bp_problem_new(1);
+        double lo = 0, hi = 0;
+        for (int i = 0; i < 30; i++) {
+            char nm[16];
+            snprintf(nm, sizeof nm, "t%d", i);
+            bp_problem_add_item(p, nm, NULL);
+            double cmin = INFINITY, cmax = 0;
+            for (int b = 0; b < 6; b++) {
+                double c = floor(1e10 * (b + 1) + floor(rng_unit(&r) * 1e7));
+                double e = exp2(-2.0 * b) * (1 + rng_unit(&r));
+                bp_problem_add_choice(p, b, e, &c, NULL);
+                cmin = fmin(cmin, c);
+                cmax = fmax(cmax, c);
+            }
+            lo += cmin;
+            hi += cmax;
+        }
+        bp_problem_set_constraint(p, 0, "bytes", floor(lo + (hi - lo) * rng_unit(&r)), NULL);
+        bp_solution a = {0}, b = {0};
+        bp_error e;
+        if (bp_solve_ilp(p, NULL, &a, &e))
+            fail_msg("seed %d: %s", seeds[q], e.msg);
+        assert_int_equal(a.status, BP_SOLVE_OPTIMAL);
+        assert_int_equal(bp_solve_dp(p, 0, &b, NULL), BP_OK);
+        assert_close(a.objective, b.objective);
+        assert_feasible(p, &a);
+        bp_solution_free(&a);
+        bp_solution_free(&b);
+        bp_problem_destroy(&p);
+    }
+}
+
 static bp_problem *tiny_problem(double capacity)
 {
     /* Two items; costs 10/20 and 5/30; smallest achievable 15. */
@@ -369,6 +410,7 @@ int main(void)
         cmocka_unit_test(test_solve_random_two_and_three_constraints),
         cmocka_unit_test(test_solve_deterministic),
         cmocka_unit_test(test_solve_ilp_matches_dp_medium),
+        cmocka_unit_test(test_solve_huge_costs_match_dp),
         cmocka_unit_test(test_solve_infeasible_budget),
         cmocka_unit_test(test_solve_infeasible_every_constraint_named),
         cmocka_unit_test(test_solve_jointly_infeasible),
