@@ -21,6 +21,7 @@
 #include "tasks_internal.h"
 
 #define HESSIAN_SHARD_SEQS 8
+#define HESSIAN_SHARDS 8
 
 enum stage { ST_HESSIAN, ST_MEASURE, ST_SOLVE, ST_DONE };
 
@@ -173,8 +174,16 @@ static void pack_calib_fields(plan_driver *d, msgpack_packer *pk)
 static int make_hessian_tasks(plan_driver *d, bp_error *err)
 {
     d->stage_first = d->n_tasks;
-    for (int64_t s = 0; s < d->n_seq; s += HESSIAN_SHARD_SEQS) {
-        int64_t n = d->n_seq - s < HESSIAN_SHARD_SEQS ? d->n_seq - s : HESSIAN_SHARD_SEQS;
+    /* About HESSIAN_SHARDS shards, at least HESSIAN_SHARD_SEQS sequences
+     * each: few enough that merging partial Hessians at the coordinator
+     * stays cheap, enough to keep several workers busy. The split depends
+     * only on the spec, and merges are exact, so the Hessians (and the
+     * plan) are the same however many workers run. */
+    int64_t per = (d->n_seq + HESSIAN_SHARDS - 1) / HESSIAN_SHARDS;
+    if (per < HESSIAN_SHARD_SEQS)
+        per = HESSIAN_SHARD_SEQS;
+    for (int64_t s = 0; s < d->n_seq; s += per) {
+        int64_t n = d->n_seq - s < per ? d->n_seq - s : per;
         owned_task *t = new_task(d, "hessian", err);
         if (!t)
             return err->code;
