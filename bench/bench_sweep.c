@@ -1,14 +1,15 @@
 /* Sweep throughput on synthetic 7B-shaped bf16 tensors, against memcpy of
  * the same bytes measured in the same run.
  *
- *   bench_sweep [--quick] [--reps N]
+ *   bench_sweep [--quick] [--reps N] [--only FORMAT] [--no-menu]
  *
  * For each shape (4096x4096, 11008x4096, 4096x11008): memcpy of the bf16
  * bytes (best of several), bp_sweep_tensor with single formats, and the full
  * menu; each as weights/s and as a ratio to memcpy. Weights: Gaussian, a
  * per-row scale, about 1 in 500 an outlier x8, seeded. The sweeps get a
  * column-importance vector (so WSSE is computed too). --quick: one shape,
- * fewer repetitions.
+ * fewer repetitions. --only FORMAT (repeatable): time just these single
+ * formats; --no-menu: skip the 53-format menu sweep.
  *
  * Every sweep is timed twice over: wall time (CLOCK_MONOTONIC) and process
  * CPU time (CLOCK_PROCESS_CPUTIME_ID, all threads). On a shared machine the
@@ -113,14 +114,21 @@ static void row(const char *sh, const char *what, double dt, double dc, int nthr
 
 int main(int argc, char **argv)
 {
-    int quick = 0, reps = 3;
+    int quick = 0, reps = 3, nomenu = 0;
+    const char *only[16];
+    size_t nonly = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--quick") == 0)
             quick = 1;
+        else if (strcmp(argv[i], "--no-menu") == 0)
+            nomenu = 1;
+        else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc && nonly < 16)
+            only[nonly++] = argv[++i];
         else if (strcmp(argv[i], "--reps") == 0 && i + 1 < argc)
             reps = atoi(argv[++i]);
         else {
-            fprintf(stderr, "usage: %s [--quick] [--reps N]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--quick] [--reps N] [--only FORMAT] [--no-menu]\n",
+                    argv[0]);
             return 2;
         }
     }
@@ -130,10 +138,11 @@ int main(int argc, char **argv)
         reps = 1;
     static const int64_t shapes[][2] = {{4096, 4096}, {11008, 4096}, {4096, 11008}};
     size_t nshape = quick ? 1 : 3;
-    static const char *single[] = {"int4_g128_asym", "int3_g128_asym", "int2_g64_asym",
+    static const char *dflt[] = {"int4_g128_asym", "int3_g128_asym", "int2_g64_asym",
                                    "int4_g128_sym",  "int8_pc_sym",    "fp8_e4m3",
                                    "mxfp4",          "nvfp4"};
-    size_t nsingle = sizeof single / sizeof single[0];
+    const char **single = nonly ? only : dflt;
+    size_t nsingle = nonly ? nonly : sizeof dflt / sizeof dflt[0];
     bp_format menu[64];
     size_t nmenu = bp_format_menu(menu, 64);
 
@@ -192,6 +201,12 @@ int main(int argc, char **argv)
             double dc, dt = time_sweep(&t, &f, 1, colw, reps, &dc);
             row(sh, single[i], dt, dc, nthr, (double)n, mc);
             fflush(stdout);
+        }
+        if (nomenu) {
+            free(src);
+            free(dst);
+            free(colw);
+            continue;
         }
         double dc, dt = time_sweep(&t, menu, nmenu, colw, 1, &dc);
         char what[32];

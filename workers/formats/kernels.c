@@ -80,6 +80,40 @@ INL vi vsplati(int32_t a)
 #define VSEL(m, a, b) ((vf)(((m) & (vi)(a)) | (~(m) & (vi)(b))))
 #define VSELI(m, a, b) (((m) & (a)) | (~(m) & (b)))
 
+/* a > b ? a : b and a < b ? a : b per lane. Written as a lane loop so GCC
+ * sees a float select with the compared operands, which it maps to
+ * (v)maxps / (v)minps: their definition (the second operand unless the
+ * first is strictly greater / smaller, so a NaN or equal pair gives b) is
+ * exactly this select, signed zeros and NaN included. A compare feeding
+ * bit operations (VSEL) would stay a compare and a blend. */
+INL vf vmaxf(vf a, vf b)
+{
+    vf r;
+    for (int l = 0; l < L; l++)
+        r[l] = a[l] > b[l] ? a[l] : b[l];
+    return r;
+}
+
+/* +0 in every lane, hidden from the optimizer: with a known zero GCC turns
+ * vmaxf(v, 0) back into a compare and a masking move (two instructions);
+ * with an opaque operand it stays one maxps. The value is the same. */
+INL vf vzero_opaque(void)
+{
+    float z = 0.0f;
+#if defined(__x86_64__) || defined(__i386__)
+    __asm__("" : "+x"(z));
+#endif
+    return vsplat(z);
+}
+
+INL vf vminf(vf a, vf b)
+{
+    vf r;
+    for (int l = 0; l < L; l++)
+        r[l] = a[l] < b[l] ? a[l] : b[l];
+    return r;
+}
+
 /* ---- group statistics -------------------------------------------------- */
 
 INL void group_minmax(const float *x, int64_t n, float *mn_out, float *mx_out)
@@ -88,8 +122,8 @@ INL void group_minmax(const float *x, int64_t n, float *mn_out, float *mx_out)
     int64_t j = 0;
     for (; j + L <= n; j += L) {
         vf v = vload(x + j);
-        vmn = VSEL(v < vmn, v, vmn);
-        vmx = VSEL(v > vmx, v, vmx);
+        vmn = vminf(v, vmn);
+        vmx = vmaxf(v, vmx);
     }
     float mn[L], mx[L];
     memcpy(mn, &vmn, sizeof mn);
@@ -120,25 +154,26 @@ INL float group_absmax(const float *x, int64_t n)
 
 /* ---- element kernels, L lanes at a time --------------------------------
  * Each is the vector form of a scalar helper of formats_internal.h, with the
- * same operations in the same order (a > b ? a : b becomes a compare and a
- * select, with the same result for every input, NaN included). */
+ * same operations in the same order (the clamps a > b ? a : b and
+ * a < b ? a : b become vmaxf / vminf, i.e. maxps / minps, with the same
+ * result for every input, NaN and signed zeros included). */
 
 INL vf v_int_sym_q(vf x, vf inv, vf lo, vf hi, vf s)
 {
     const vf magic = vsplat(BP__RNE_MAGIC);
     vf v = x * inv;
-    v = VSEL(v > lo, v, lo);
-    v = VSEL(v < hi, v, hi);
+    v = vmaxf(v, lo);
+    v = vminf(v, hi);
     v = (v + magic) - magic;
     return s * v;
 }
 
 INL vf v_int_asym_q(vf x, vf inv, vf off, vf qmax, vf s)
 {
-    const vf magic = vsplat(BP__RNE_MAGIC), zero = vsplat(0.0f);
+    const vf magic = vsplat(BP__RNE_MAGIC), zero = vzero_opaque();
     vf v = (x - off) * inv;
-    v = VSEL(v > zero, v, zero);
-    v = VSEL(v < qmax, v, qmax);
+    v = vmaxf(v, zero);
+    v = vminf(v, qmax);
     v = (v + magic) - magic;
     return s * v + off;
 }
@@ -157,7 +192,7 @@ INL vf v_e2m1_q(vf x, vf inv, vf s)
     e = VSELI(e > elo, e, elo);
     vf m = (vf)(((e + (23 - 1)) << 23) | vsplati(0x400000));
     vf r = ((vf)u + m) - m;
-    r = VSEL(r < six, r, six);
+    r = vminf(r, six);
     r = (vf)(((vi)r & ~sign) | (xb & sign));
     return s * r;
 }
@@ -442,7 +477,7 @@ INL vf v_f16_round(vf x)
     const vi sign = vsplati((int32_t)0x80000000u);
     const vf fmax = vsplat(BP__F16_MAX);
     vf r = v_round_mini((vf)(vbits(x) & ~sign), 10, -14, 0x48000000);
-    r = VSEL(r < fmax, r, fmax);
+    r = vminf(r, fmax);
     return (vf)((vbits(r) & ~sign) | (vbits(x) & sign));
 }
 
@@ -459,8 +494,8 @@ INL vf v_int_sym_v(vf x, vf inv, vf lo, vf hi)
 {
     const vf magic = vsplat(BP__RNE_MAGIC);
     vf v = x * inv;
-    v = VSEL(v > lo, v, lo);
-    v = VSEL(v < hi, v, hi);
+    v = vmaxf(v, lo);
+    v = vminf(v, hi);
     return (v + magic) - magic;
 }
 
@@ -468,8 +503,8 @@ INL vf v_int_asym_v(vf x, vf inv, vf off, vf qmax)
 {
     const vf magic = vsplat(BP__RNE_MAGIC), zero = vsplat(0.0f);
     vf v = (x - off) * inv;
-    v = VSEL(v > zero, v, zero);
-    v = VSEL(v < qmax, v, qmax);
+    v = vmaxf(v, zero);
+    v = vminf(v, qmax);
     return (v + magic) - magic;
 }
 
@@ -546,17 +581,23 @@ INL void fit_int_row(int bits, int asym, const float *x, int64_t cols, int64_t g
             memcpy(oa, &o, sizeof oa);
             memcpy(oka, &ok, sizeof oka);
             memcpy(qa, &inq, sizeof qa);
-            for (int i = 0; i < nb; i++) {
+            /* The groups whose candidate is not pruned, listed without a
+             * branch per group: whether a group is pruned is close to a
+             * coin toss, and a mispredicted branch per group costs about
+             * as much as a quarter of a pass. */
+            int idx[L], cnt = 0;
+            for (int i = 0; i < L; i++) {
                 ea[i] = INFINITY;
-                if (!oka[i])
-                    continue;
+                idx[cnt] = i;
+                cnt += oka[i] != 0;
+            }
+            for (int t = 0; t < cnt; t++) {
+                int i = idx[t];
                 const float *xi = xb + i * g;
                 float *dst = (qa[i] ? tb : qb) + i * g;
                 ea[i] = asym ? pass_asym(xi, g, sa[i], ia[i], oa[i], int_qmax(bits), dst, 1)
                              : pass_sym(xi, g, sa[i], ia[i], int_lo(bits), int_hi(bits), dst, 1);
             }
-            for (int i = nb; i < L; i++)
-                ea[i] = INFINITY;
             vf e = vload(ea);
             vi better = ok & (first | (e < best) | ((e == best) & (k < bi)));
             best = VSEL(better, e, best);
