@@ -7,4 +7,3 @@ cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j"$(nproc)"
 ./build/bitplan plan --model examples/models/tiny-llama-kjv --budget-bits 3.5 \
     --out plan.json
-echo "plan written to plan.json"
