@@ -418,6 +418,47 @@ static void test_cli_eval_json(void **state)
     free(out);
 }
 
+/* --method overrides the plan's method in apply and eval; --no-kl skips
+ * the full-precision pass. */
+static void test_cli_method_override_and_no_kl(void **state)
+{
+    (void)state;
+    assert_int_equal(run_bitplan("mo", "plan --quiet --model " MODEL_DIR " --budget-bits 3.5 --formats "
+                                       "int3_g128_asym,int4_g128_asym --out " BP_TEST_TMPDIR "/mo.json"),
+                     0);
+    /* GPTQ without calibration input: refused with a reason. */
+    assert_int_equal(run_bitplan("mo1", "apply --quiet --method gptq --plan " BP_TEST_TMPDIR "/mo.json --model "
+                                        MODEL_DIR " --out " BP_TEST_TMPDIR "/mo_out"),
+                     1);
+    char *err = captured("mo1", "err");
+    assert_non_null(strstr(err, "calibration"));
+    free(err);
+    assert_int_equal(run_bitplan("mo2", "apply --quiet --method gptq --plan " BP_TEST_TMPDIR "/mo.json --model "
+                                        MODEL_DIR " --text " MODEL_DIR "/calib.txt --ctx 64 --calib-seqs 4 --out "
+                                        BP_TEST_TMPDIR "/mo_out"),
+                     0);
+    const char *ev = "eval --quiet --json --model " MODEL_DIR " --plan " BP_TEST_TMPDIR "/mo.json --text " MODEL_DIR
+                     "/eval.txt --windows 20 --calib-text " MODEL_DIR "/calib.txt --calib-ctx 64 --calib-seqs 4";
+    char args[2048];
+    snprintf(args, sizeof args, "%s --method gptq --no-kl", ev);
+    assert_int_equal(run_bitplan("mo3", args), 0);
+    char *out = captured("mo3", "out");
+    double nll_gptq = atof(strstr(out, "\"nll\": ") + 7);
+    assert_null(strstr(out, "\"kl\""));
+    free(out);
+    snprintf(args, sizeof args, "%s --method rtn --no-kl", ev);
+    assert_int_equal(run_bitplan("mo4", args), 0);
+    out = captured("mo4", "out");
+    double nll_rtn = atof(strstr(out, "\"nll\": ") + 7);
+    free(out);
+    /* GPTQ weights of the same formats fit the data better. */
+    assert_true(nll_gptq < nll_rtn);
+    /* --no-kl without a plan is a usage mistake reported as an error. */
+    assert_int_equal(run_bitplan("mo5", "eval --quiet --no-kl --model " MODEL_DIR " --text " MODEL_DIR
+                                        "/eval.txt --windows 5"),
+                     1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -434,6 +475,7 @@ int main(void)
         cmocka_unit_test(test_cli_export_lp),
         cmocka_unit_test(test_cli_gptq_apply_reproduces_prediction),
         cmocka_unit_test(test_cli_eval_json),
+        cmocka_unit_test(test_cli_method_override_and_no_kl),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
