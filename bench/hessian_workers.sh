@@ -29,7 +29,7 @@ run() { # workers -> seconds in $TMP/t$n (no subshell, so PIDS is kept)
     PIDS="$PIDS $!"
     i=0
     while [ $i -lt "$n" ]; do
-        OMP_WAIT_POLICY=PASSIVE TMPDIR=$TMP $B worker --quiet --threads 1 \
+        OPENBLAS_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE TMPDIR=$TMP $B worker --quiet --threads 1 \
             --connect tcp://127.0.0.1:$((port + 1)) >"$TMP/worker$n-$i.log" 2>&1 &
         PIDS="$PIDS $!"
         i=$((i + 1))

@@ -40,20 +40,25 @@ static char **worker_env(int threads)
     size_t n = 0;
     while (environ[n])
         n++;
-    char **envp = calloc(n + 4, sizeof *envp);
+    char **envp = calloc(n + 5, sizeof *envp);
     if (!envp)
         return NULL;
     size_t k = 0;
     for (size_t i = 0; i < n; i++)
         envp[k++] = environ[i];
-    static char nthreads[32];
+    static char nthreads[32], nblas[40];
     snprintf(nthreads, sizeof nthreads, "OMP_NUM_THREADS=%d", threads);
+    /* OpenBLAS sizes its thread pool when the library loads, so the worker
+     * cannot shrink it fully later: give it the worker's share up front. */
+    snprintf(nblas, sizeof nblas, "OPENBLAS_NUM_THREADS=%d", threads);
     if (!getenv("OMP_WAIT_POLICY"))
         envp[k++] = "OMP_WAIT_POLICY=PASSIVE";
     if (!getenv("OMP_DYNAMIC"))
         envp[k++] = "OMP_DYNAMIC=false";
     if (!getenv("OMP_NUM_THREADS"))
         envp[k++] = nthreads;
+    if (!getenv("OPENBLAS_NUM_THREADS"))
+        envp[k++] = nblas;
     envp[k] = NULL;
     return envp;
 }

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <cblas.h>
 #include <omp.h>
 #include <poll.h>
 #include <pthread.h>
@@ -103,8 +104,12 @@ void bp_worker_opts_default(bp_worker_opts *o)
 static void *compute_main(void *arg)
 {
     slot *s = arg;
-    if (s->threads > 0)
+    if (s->threads > 0) {
         omp_set_num_threads(s->threads); /* ICVs are per thread: set them here */
+        /* OpenBLAS keeps its own (spinning) thread pool: without this, two
+         * workers on two cores each run two BLAS threads and fight. */
+        openblas_set_num_threads(s->threads);
+    }
     for (;;) {
         pthread_mutex_lock(&s->mu);
         while (!s->quit && s->state != SLOT_POSTED)
