@@ -124,12 +124,7 @@ int bp_cmd_eval(int argc, char **argv)
     if (rc == BP_OK && plan_path)
         rc = bp_plan_read(plan_path, &plan, &err);
     if (rc == BP_OK) {
-        if (text)
-            rc = bp_tokens_load_text(text, bp_llama_get_config(llama)->vocab_size, &tokens, &err);
-        else if (strlen(tok) > 5 && !strcmp(tok + strlen(tok) - 5, ".json"))
-            rc = bp_tokens_load_json(tok, &tokens, &err);
-        else
-            rc = bp_tokens_load_bin(tok, &tokens, &err);
+        rc = bp_calib_load_tokens(text, tok, bp_llama_get_config(llama)->vocab_size, &tokens, &err);
     }
     if (rc == BP_OK && plan && bp_calib_spec_given(&cs))
         rc = bp_calib_open(&cs, llama, NULL, 0, &calib, &err);

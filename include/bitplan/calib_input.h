@@ -75,6 +75,12 @@ int bp_calib_hessian_diag(const bp_calib *c, const bp_llama_config *cfg,
                           const char *weight, int64_t cols, double **out,
                           bp_error *err);
 
+/* Load a token stream given as text (byte-level, needs vocab_size >= 256)
+ * or as token ids (uint32 LE, or a JSON array when the name ends in
+ * ".json"); exactly one of text_path and tokens_path. Caller owns *out. */
+int bp_calib_load_tokens(const char *text_path, const char *tokens_path, int64_t vocab_size,
+                         bp_tokens **out, bp_error *err);
+
 /* The id a (stream hash, ctx, n_seq) triple gets; out holds
  * BP_HASH_HEX_LEN + 1 bytes. */
 void bp_calib_make_id(const char *stream_hash, int64_t ctx, int64_t n_seq, char *out);

@@ -14,16 +14,7 @@
 #include "bitplan/gptq.h"
 #include "bitplan/hash.h"
 #include "bitplan/progress.h"
-
-static float absmax_of(const float *w, size_t n)
-{
-    float m = 0.0f;
-    for (size_t i = 0; i < n; i++) {
-        float a = fabsf(w[i]);
-        m = a > m ? a : m;
-    }
-    return m;
-}
+#include "job_internal.h"
 
 int bp_apply_tensor(const bp_tensor_info *t, const bp_format *f,
                     bp_quant_method method, const double *h, uint8_t *packed,
@@ -59,7 +50,7 @@ int bp_apply_tensor(const bp_tensor_info *t, const bp_format *f,
         rc = bp_gptq_quantize(f, w, rows, cols, h, cols, cols, BP_GPTQ_DAMP_DEFAULT, codes, params,
                               &tparam, NULL, err);
     } else {
-        tparam = bp_format_tensor_param(f, absmax_of(w, n));
+        tparam = bp_format_tensor_param(f, bp__absmax(w, n));
         rc = bp_format_quantize_rows(f, w, rows, cols, tparam, codes, params, err);
     }
     if (rc != BP_OK) {

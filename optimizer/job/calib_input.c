@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 
 #include "bitplan/progress.h"
+#include "job_internal.h"
 
 struct bp_calib {
     bp_tokens *tokens;      /* the whole stream, NULL with a stats file alone */
@@ -44,21 +45,17 @@ static int ends_with(const char *s, const char *suffix)
     return n >= m && !strcmp(s + n - m, suffix);
 }
 
-static int file_exists(const char *path)
+int bp_calib_load_tokens(const char *text_path, const char *tokens_path, int64_t vocab_size,
+                         bp_tokens **out, bp_error *err)
 {
-    struct stat st;
-    return stat(path, &st) == 0;
-}
-
-static int load_tokens(const bp_calib_spec *spec, int64_t vocab, bp_tokens **out, bp_error *err)
-{
-    if (spec->text_path && spec->tokens_path)
-        return bp_error_set(err, BP_EINVAL, "give --text or --tokens, not both");
-    if (spec->text_path)
-        return bp_tokens_load_text(spec->text_path, vocab, out, err);
-    if (ends_with(spec->tokens_path, ".json"))
-        return bp_tokens_load_json(spec->tokens_path, out, err);
-    return bp_tokens_load_bin(spec->tokens_path, out, err);
+    *out = NULL;
+    if (!text_path == !tokens_path)
+        return bp_error_set(err, BP_EINVAL, "give --text or --tokens, not both and not neither");
+    if (text_path)
+        return bp_tokens_load_text(text_path, vocab_size, out, err);
+    if (ends_with(tokens_path, ".json"))
+        return bp_tokens_load_json(tokens_path, out, err);
+    return bp_tokens_load_bin(tokens_path, out, err);
 }
 
 int bp_calib_open(const bp_calib_spec *spec, bp_llama *llama, const char *model_hash,
@@ -77,9 +74,10 @@ int bp_calib_open(const bp_calib_spec *spec, bp_llama *llama, const char *model_
                           (long long)c->ctx, (long long)cfg->max_position_embeddings);
         goto fail;
     }
-    int have_stats = spec->stats_path && file_exists(spec->stats_path);
+    int have_stats = spec->stats_path && bp__file_exists(spec->stats_path);
     if (spec->text_path || spec->tokens_path) {
-        if ((rc = load_tokens(spec, cfg->vocab_size, &c->tokens, err)) != BP_OK)
+        if ((rc = bp_calib_load_tokens(spec->text_path, spec->tokens_path, cfg->vocab_size, &c->tokens,
+                                       err)) != BP_OK)
             goto fail;
     } else if (!have_stats) {
         rc = bp_error_set(err, BP_EINVAL,

@@ -140,12 +140,6 @@ static void seal_task(owned_task *t, uint64_t cost)
     bp_hash_final_hex(&h, t->req.hash);
 }
 
-static int file_exists(const char *p)
-{
-    struct stat st;
-    return p && stat(p, &st) == 0;
-}
-
 static int file_hash(const char *path, char *out, bp_error *err)
 {
     FILE *fp = fopen(path, "rb");
@@ -349,7 +343,7 @@ static int driver_create(const char *json, size_t len, void **state, bp_error *e
     int have_calib = bp_calib_spec_given(&s->calib);
     d->metric = s->metric >= 0 ? s->metric : (s->imatrix_path || have_calib ? BP_METRIC_HDIAG : BP_METRIC_MSE);
     d->method = d->metric == BP_METRIC_GPTQ ? BP_METHOD_GPTQ : s->method;
-    d->reuse_table = s->table_path && file_exists(s->table_path) && !s->resweep;
+    d->reuse_table = s->table_path && bp__file_exists(s->table_path) && !s->resweep;
     if (!d->reuse_table) {
         const char *need = NULL;
         if (d->metric == BP_METRIC_HDIAG && !s->imatrix_path && !have_calib)
@@ -374,7 +368,7 @@ static int driver_create(const char *json, size_t len, void **state, bp_error *e
         bp_llama_config cfg;
         if ((rc = bp_llama_config_parse(bp_model_config_text(d->model), "config.json", &cfg, err)) != BP_OK)
             goto fail;
-        if (s->calib.stats_path && file_exists(s->calib.stats_path)) {
+        if (s->calib.stats_path && bp__file_exists(s->calib.stats_path)) {
             bp_hessian *h = NULL;
             if ((rc = bp_hessian_load(s->calib.stats_path, &h, err)) != BP_OK)
                 goto fail;
@@ -393,13 +387,8 @@ static int driver_create(const char *json, size_t len, void **state, bp_error *e
             }
             bp_tokens *tok = NULL;
             const char *tp = s->calib.text_path ? s->calib.text_path : s->calib.tokens_path;
-            if (s->calib.text_path)
-                rc = bp_tokens_load_text(tp, cfg.vocab_size, &tok, err);
-            else if (strlen(tp) > 5 && !strcmp(tp + strlen(tp) - 5, ".json"))
-                rc = bp_tokens_load_json(tp, &tok, err);
-            else
-                rc = bp_tokens_load_bin(tp, &tok, err);
-            if (rc != BP_OK)
+            if ((rc = bp_calib_load_tokens(s->calib.text_path, s->calib.tokens_path, cfg.vocab_size, &tok,
+                                           err)) != BP_OK)
                 goto fail;
             d->ctx = s->calib.ctx > 0 ? s->calib.ctx : 128;
             int64_t fit = bp_tokens_count(tok) / d->ctx;
@@ -431,7 +420,7 @@ static int driver_create(const char *json, size_t len, void **state, bp_error *e
                 snprintf(d->stats_path, sizeof d->stats_path, "%s/bitplan-stats-%.24s.st",
                          tmp && *tmp ? tmp : "/tmp", key + 11);
             }
-            d->need_hessian = !file_exists(d->stats_path);
+            d->need_hessian = !bp__file_exists(d->stats_path);
         }
     }
     if (d->reuse_table) {

@@ -223,12 +223,6 @@ out:
     return rc;
 }
 
-static int file_exists(const char *path)
-{
-    struct stat st;
-    return path && stat(path, &st) == 0;
-}
-
 /* Table rows must describe this model, or a stale table would silently
  * plan the wrong weights. */
 static int check_table_model(const bp_table *t, const char *path, const char *model_hash,
@@ -376,7 +370,7 @@ int bp_job_run(const bp_job_spec *spec, bp_plan **out, bp_error *err)
         goto out;
     if (spec->imatrix_path && (rc = bp_imatrix_load(spec->imatrix_path, &imatrix, err)) != BP_OK)
         goto out;
-    int reuse = spec->table_path && file_exists(spec->table_path) && !spec->resweep;
+    int reuse = spec->table_path && bp__file_exists(spec->table_path) && !spec->resweep;
     int have_calib = bp_calib_spec_given(&spec->calib);
     int metric = spec->metric >= 0 ? spec->metric
                  : (imatrix || have_calib ? BP_METRIC_HDIAG : BP_METRIC_MSE);

@@ -9,6 +9,28 @@
 
 #define BP_JOB_VERSION "0.1.0"
 
+#include <math.h>
+#include <stddef.h>
+#include <sys/stat.h>
+
+/* 1 when path names an existing file (NULL: 0). */
+static inline int bp__file_exists(const char *path)
+{
+    struct stat st;
+    return path && stat(path, &st) == 0;
+}
+
+/* max |w[i]|, for nvfp4's tensor scale. */
+static inline float bp__absmax(const float *w, size_t n)
+{
+    float m = 0.0f;
+    for (size_t i = 0; i < n; i++) {
+        float a = fabsf(w[i]);
+        m = a > m ? a : m;
+    }
+    return m;
+}
+
 /* What a measurement may use besides the tensor itself. */
 typedef struct bp_measure_env {
     const bp_llama_config *cfg;     /* with calibration, else NULL */

@@ -49,16 +49,6 @@ void bp_job_error_total(const float *w, const float *wq, int64_t rows, int64_t c
         *wsse_out = colw ? wsse : NAN;
 }
 
-static float absmax_of(const float *w, size_t n)
-{
-    float m = 0.0f;
-    for (size_t i = 0; i < n; i++) {
-        float a = fabsf(w[i]);
-        m = a > m ? a : m;
-    }
-    return m;
-}
-
 /* KL increase with only this tensor replaced by deq. */
 static int measure_dkl(const bp_measure_env *env, const char *name, const float *deq, double *out,
                        bp_error *err)
@@ -154,7 +144,7 @@ int bp__job_measure_tensor(const bp_tensor_info *ti, const bp_selected_tensor *s
             goto out;
         }
     }
-    float amax = w ? absmax_of(w, n) : 0.0f;
+    float amax = w ? bp__absmax(w, n) : 0.0f;
 
     for (size_t k = 0; k < st->n_formats; k++) {
         const bp_format *f = &st->formats[k];

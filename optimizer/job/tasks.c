@@ -437,13 +437,7 @@ static int task_hessian(bp_task_ctx *ctx, bp_error *err)
     if ((rc = cached_model(model_dir, &model, err)) || (rc = cached_llama(&llama, err)))
         goto out;
     const bp_llama_config *cfg = bp_llama_get_config(llama);
-    if (text)
-        rc = bp_tokens_load_text(text, cfg->vocab_size, &tokens, err);
-    else if (strlen(tokens_path) > 5 && !strcmp(tokens_path + strlen(tokens_path) - 5, ".json"))
-        rc = bp_tokens_load_json(tokens_path, &tokens, err);
-    else
-        rc = bp_tokens_load_bin(tokens_path, &tokens, err);
-    if (rc != BP_OK)
+    if ((rc = bp_calib_load_tokens(text, tokens_path, cfg->vocab_size, &tokens, err)) != BP_OK)
         goto out;
     bp_hessian_options o;
     bp_hessian_options_default(&o);
