@@ -2,6 +2,8 @@
  * the same bytes measured in the same run.
  *
  *   bench_sweep [--quick] [--reps N] [--only FORMAT] [--no-menu]
+ *   bench_sweep --kernel [--reps N] [--only FORMAT]
+ *   bench_sweep --quality [--only FORMAT]
  *
  * For each shape (4096x4096, 11008x4096, 4096x11008): memcpy of the bf16
  * bytes (best of several), bp_sweep_tensor with single formats, and the full
@@ -15,7 +17,18 @@
  * CPU time (CLOCK_PROCESS_CPUTIME_ID, all threads). On a shared machine the
  * wall time depends on what else runs; "cpu/thr" is CPU time divided by the
  * thread count, the wall time the sweep would take with its threads running
- * undisturbed, and "vs memcpy (cpu)" compares memcpy's wall time with that. */
+ * undisturbed, and "vs memcpy (cpu)" compares memcpy's wall time with that.
+ *
+ * --kernel: the per-format cost without the machine's load in it as far as
+ * possible: one thread, bp_format_rtn_error_rows (with column importance) on
+ * a 32 x 4096 block held in cache (the sweep's block), thread CPU time,
+ * best of N x 64 calls, as ns per weight; plus the bf16 -> fp32 conversion
+ * and finite check of the same block (a single-format sweep pays both).
+ *
+ * --quality: the total squared error of bp_format_rtn_error_rows over the
+ * first 1024 rows of each shape, one line per format and shape, printed
+ * with 17 digits so two builds (e.g. before and after a search change) can
+ * be compared. */
 #include <math.h>
 #include <omp.h>
 #include <stdint.h>
@@ -102,6 +115,127 @@ static double time_sweep(const bp_tensor_info *t, const bp_format *f, size_t nf,
     return best;
 }
 
+static double thread_cpu_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void bf16_to_f32(const uint16_t *src, size_t n, float *dst)
+{
+    for (size_t i = 0; i < n; i++)
+        dst[i] = bp_bf16_to_f32(src[i]);
+}
+
+/* Single-thread ns per weight of the fused kernel on a cached block. */
+static int kernel_mode(const char **fmts, size_t nf, int reps)
+{
+    enum { KR = 32, KC = 4096, CALLS = 64 };
+    uint16_t *src = make_bf16(KR, KC, 1);
+    float *x = malloc(sizeof(float) * KR * KC), *colw = malloc(sizeof(float) * KC);
+    if (!src || !x || !colw)
+        return 1;
+    bf16_to_f32(src, (size_t)KR * KC, x);
+    for (int j = 0; j < KC; j++)
+        colw[j] = 0.5f + (float)(j % 13) * 0.1f;
+    omp_set_num_threads(1);
+    /* The conversion and finite check as the sweep does them, through a
+     * one-format sweep of a 32-row tensor minus the kernel alone. */
+    bp_tensor_info t;
+    memset(&t, 0, sizeof t);
+    t.name = "kernel";
+    t.dtype = BP_DTYPE_BF16;
+    t.ndim = 2;
+    t.shape[0] = KR;
+    t.shape[1] = KC;
+    t.numel = (size_t)KR * KC;
+    t.nbytes = t.numel * 2;
+    t.data = src;
+    t.file = "memory";
+    printf("kernel: 1 thread, %d x %d block in cache, best of %d x %d calls, thread CPU\n", KR,
+           KC, reps, CALLS);
+    printf("%-16s %12s %12s\n", "format", "kernel ns/w", "sweep ns/w");
+    for (size_t i = 0; i < nf; i++) {
+        bp_format f;
+        if (bp_format_parse(fmts[i], &f, NULL) != BP_OK)
+            return 1;
+        float tp = bp_format_tensor_param(&f, 0.2f);
+        double sse[KR], wsse[KR], best = 1e30, sbest = 1e30;
+        bp_error e;
+        bp_sweep_opts o = BP_SWEEP_OPTS_INIT;
+        o.tensor_absmax = 0.2f;
+        for (int r = 0; r < reps; r++) {
+            double t0 = thread_cpu_now();
+            for (int c = 0; c < CALLS; c++)
+                if (bp_format_rtn_error_rows(&f, x, KR, KC, tp, colw, sse, wsse, NULL, &e)) {
+                    fprintf(stderr, "%s\n", e.msg);
+                    return 1;
+                }
+            double dt = thread_cpu_now() - t0;
+            best = dt < best ? dt : best;
+            t0 = thread_cpu_now();
+            for (int c = 0; c < CALLS; c++) {
+                bp_sweep_result res;
+                bp_sweep_result_init(&res);
+                if (bp_sweep_tensor_ex(&t, &f, 1, colw, 0, KR, &o, &res, &e)) {
+                    fprintf(stderr, "%s\n", e.msg);
+                    return 1;
+                }
+                bp_sweep_result_free(&res);
+            }
+            dt = thread_cpu_now() - t0;
+            sbest = dt < sbest ? dt : sbest;
+        }
+        double nw = (double)KR * KC * CALLS;
+        printf("%-16s %12.3f %12.3f\n", fmts[i], best / nw * 1e9, sbest / nw * 1e9);
+        fflush(stdout);
+    }
+    free(src);
+    free(x);
+    free(colw);
+    return 0;
+}
+
+/* Total squared error of the RTN search on 1024 rows of every shape. */
+static int quality_mode(const char **fmts, size_t nf)
+{
+    static const int64_t shapes[][2] = {{4096, 4096}, {11008, 4096}, {4096, 11008}};
+    enum { QR = 1024 };
+    for (size_t s = 0; s < 3; s++) {
+        int64_t cols = shapes[s][1];
+        uint16_t *src = make_bf16(QR, cols, 1 + s);
+        float *x = malloc(sizeof(float) * (size_t)(QR * cols));
+        double *sse = malloc(sizeof(double) * QR);
+        if (!src || !x || !sse)
+            return 1;
+        bf16_to_f32(src, (size_t)(QR * cols), x);
+        for (size_t i = 0; i < nf; i++) {
+            bp_format f;
+            bp_error e;
+            if (bp_format_parse(fmts[i], &f, NULL) != BP_OK)
+                return 1;
+            float amax = 0.0f;
+            for (size_t k = 0; k < (size_t)(QR * cols); k++)
+                amax = fabsf(x[k]) > amax ? fabsf(x[k]) : amax;
+            if (bp_format_rtn_error_rows(&f, x, QR, cols, bp_format_tensor_param(&f, amax), NULL,
+                                         sse, NULL, NULL, &e)) {
+                fprintf(stderr, "%s\n", e.msg);
+                return 1;
+            }
+            double tot = 0.0;
+            for (int r = 0; r < QR; r++)
+                tot += sse[r];
+            printf("%lldx%lld %s %.17g\n", (long long)shapes[s][0], (long long)cols, fmts[i],
+                   tot);
+        }
+        free(src);
+        free(x);
+        free(sse);
+    }
+    return 0;
+}
+
 /* One result line: n weights swept in dt wall / dc CPU seconds, against
  * memcpy of the same bytes in mc seconds. */
 static void row(const char *sh, const char *what, double dt, double dc, int nthr, double n,
@@ -114,12 +248,16 @@ static void row(const char *sh, const char *what, double dt, double dc, int nthr
 
 int main(int argc, char **argv)
 {
-    int quick = 0, reps = 3, nomenu = 0;
+    int quick = 0, reps = 3, nomenu = 0, kernel = 0, quality = 0;
     const char *only[16];
     size_t nonly = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--quick") == 0)
             quick = 1;
+        else if (strcmp(argv[i], "--kernel") == 0)
+            kernel = 1;
+        else if (strcmp(argv[i], "--quality") == 0)
+            quality = 1;
         else if (strcmp(argv[i], "--no-menu") == 0)
             nomenu = 1;
         else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc && nonly < 16)
@@ -127,7 +265,8 @@ int main(int argc, char **argv)
         else if (strcmp(argv[i], "--reps") == 0 && i + 1 < argc)
             reps = atoi(argv[++i]);
         else {
-            fprintf(stderr, "usage: %s [--quick] [--reps N] [--only FORMAT] [--no-menu]\n",
+            fprintf(stderr, "usage: %s [--quick] [--reps N] [--only FORMAT] [--no-menu] "
+                    "[--kernel] [--quality]\n",
                     argv[0]);
             return 2;
         }
@@ -145,6 +284,16 @@ int main(int argc, char **argv)
     size_t nsingle = nonly ? nonly : sizeof dflt / sizeof dflt[0];
     bp_format menu[64];
     size_t nmenu = bp_format_menu(menu, 64);
+    if (kernel)
+        return kernel_mode(single, nsingle, reps);
+    if (quality) {
+        if (nonly)
+            return quality_mode(single, nsingle);
+        const char *names[64];
+        for (size_t i = 0; i < nmenu; i++)
+            names[i] = menu[i].name;
+        return quality_mode(names, nmenu);
+    }
 
     printf("bench_sweep: %d OpenMP threads, reps %d (best of), sweeps with column "
            "importance\n",

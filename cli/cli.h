@@ -18,6 +18,7 @@ typedef int (*bp_cmd_fn)(int argc, char **argv);
 int bp_cmd_inspect(int argc, char **argv);
 int bp_cmd_formats(int argc, char **argv);
 int bp_cmd_plan(int argc, char **argv);
+int bp_cmd_pareto(int argc, char **argv);
 int bp_cmd_apply(int argc, char **argv);
 int bp_cmd_eval(int argc, char **argv);
 /* distributed runtime (cmd_serve.c, cmd_worker.c, cmd_client.c, cmd_keygen.c) */

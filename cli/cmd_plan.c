@@ -1,8 +1,10 @@
 #include <getopt.h>
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "bitplan/coord.h"
+#include "bitplan/cost.h"
 #include "bitplan/job.h"
 #include "bitplan/worker.h"
 #include "bitplan/job_spec.h"
@@ -15,18 +17,49 @@
 static void plan_usage(FILE *out)
 {
     fprintf(out,
-            "usage: bitplan plan --model DIR (--budget-bits B | --budget-bytes S) [options]\n"
-            "       bitplan plan --table T (--budget-bits B | --budget-bytes S) [options]\n"
+            "usage: bitplan plan --model DIR (--budget-bits B | --budget-bytes S) [constraints] [options]\n"
+            "       bitplan plan --table T (--budget-bits B | --budget-bytes S) [constraints] [options]\n"
             "\n"
             "Measure what each selected tensor loses in each allowed format (the\n"
             "sensitivity table), then choose one format per tensor that fits the\n"
             "budget with the least total error, solved exactly. Prints a summary\n"
             "and writes the plan (docs/plan-format.md).\n"
             "\n"
-            "budget (one is required):\n"
+            "budget (one or both is required):\n"
             "  --budget-bits B      average bits per weight over the quantized tensors\n"
             "  --budget-bytes S     total bytes of the quantized tensors: 123456, 3.5GB,\n"
-            "                       700MiB (KB/MB/GB are powers of 1000, KiB/MiB/GiB of 1024)\n"
+            "                       700MiB (KB/MB/GB are powers of 1000, KiB/MiB/GiB of 1024);\n"
+            "                       with --kv-context also the KV cache\n"
+            "more constraints, all held together (docs/cost-models.md):\n"
+            "  --latency-us T       sum of per-tensor latency <= T microseconds; needs\n"
+            "  --profile P          h100, a100, rtx4090, cpu, a profile .json (roofline),\n"
+            "                       or a measured latency table .csv\n"
+            "  --profile-fallback P roofline profile for shapes a .csv table lacks\n"
+            "  --phase decode|prefill  (default decode)\n"
+            "  --batch B            decode batch or prefill length (default 1)\n"
+            "  --bops X             bit operations per token <= X (SI suffixes K M G T P)\n"
+            "  --kv-context N       --budget-bytes also holds the KV cache of N tokens\n"
+            "  --kv-batch B         ... for B sequences (default 1)\n"
+            "  --kv-format F        f16 (default), fp8_e4m3, int8, int4: the KV precision\n"
+            "                       unless the table has KV rows (then it is chosen)\n"
+            "search:\n"
+            "  --search NAME        ilp (exact on the additive proxy), lagrange (reports its\n"
+            "                       gap bound), nsga2 (least-error feasible front member),\n"
+            "                       evo (real-loss search: the model's KL on held-out\n"
+            "                       calibration windows, seeded with the ILP plan).\n"
+            "                       Default: evo with a model and --text/--tokens, else ilp.\n"
+            "                       evo and the default return the best measured of the\n"
+            "                       search, the ILP plan and every uniform plan that fits\n"
+            "  --evo-generations N  generations of the search (default 10; 0: measure the\n"
+            "                       ILP and uniform plans only)\n"
+            "  --evo-lambda N       offspring per generation (default 6)\n"
+            "  --evo-promote N      offspring re-measured at high fidelity (default 2)\n"
+            "  --evo-windows N      held-out windows of the high fidelity (default 32; the\n"
+            "                       low fidelity uses the first quarter)\n"
+            "  --evo-seed N         random seed (default 1)\n"
+            "  --granularity tensor|block  (block: parsed, not measured yet)\n"
+            "  --block-size N       rows or columns per block\n"
+            "  --block-axis rows|cols  (default cols)\n"
             "options:\n"
             "  --model DIR          Hugging Face model directory\n"
             "  --formats LIST       comma-separated formats, or 'all' (default: all;\n"
@@ -58,6 +91,7 @@ static void plan_usage(FILE *out)
             "                       without measuring if T exists, else written after the sweep\n"
             "  --resweep            measure even if --table exists, and overwrite it\n"
             "  --solver ilp|dp      exact ILP with GLPK (default) or exact dynamic programming\n"
+            "                       (dp: one constraint only)\n"
             "  --export-lp FILE     write the ILP in CPLEX LP format (for other solvers)\n"
             "  --time-limit S       solver deadline in seconds (default 60)\n"
             "  --out FILE           plan file (default plan.json)\n"
@@ -72,7 +106,9 @@ static void plan_usage(FILE *out)
 int bp_cmd_plan(int argc, char **argv)
 {
     enum { O_MODEL = 1, O_BITS, O_BYTES, O_FORMATS, O_RULES, O_IMATRIX, O_METRIC, O_TABLE,
-           O_RESWEEP, O_SOLVER, O_EXPORT, O_TLIM, O_OUT, O_NOHASH, O_QUIET, O_METHOD, O_WORKERS };
+           O_RESWEEP, O_SOLVER, O_EXPORT, O_TLIM, O_OUT, O_NOHASH, O_QUIET, O_METHOD, O_WORKERS,
+           O_SEARCH, O_GRAN, O_BSIZE, O_BAXIS, O_LAT, O_PROFILE, O_FALLBACK, O_PHASE, O_BATCH, O_BOPS,
+           O_KVCTX, O_KVBATCH, O_KVFMT, O_EVOGEN, O_EVOLAM, O_EVOPROM, O_EVOWIN, O_EVOSEED };
     static const struct option opts[] = {
         {"model", required_argument, NULL, O_MODEL},
         {"budget-bits", required_argument, NULL, O_BITS},
@@ -91,6 +127,24 @@ int bp_cmd_plan(int argc, char **argv)
         {"quiet", no_argument, NULL, O_QUIET},
         {"method", required_argument, NULL, O_METHOD},
         {"workers", required_argument, NULL, O_WORKERS},
+        {"search", required_argument, NULL, O_SEARCH},
+        {"granularity", required_argument, NULL, O_GRAN},
+        {"block-size", required_argument, NULL, O_BSIZE},
+        {"block-axis", required_argument, NULL, O_BAXIS},
+        {"latency-us", required_argument, NULL, O_LAT},
+        {"profile", required_argument, NULL, O_PROFILE},
+        {"profile-fallback", required_argument, NULL, O_FALLBACK},
+        {"phase", required_argument, NULL, O_PHASE},
+        {"batch", required_argument, NULL, O_BATCH},
+        {"bops", required_argument, NULL, O_BOPS},
+        {"kv-context", required_argument, NULL, O_KVCTX},
+        {"kv-batch", required_argument, NULL, O_KVBATCH},
+        {"kv-format", required_argument, NULL, O_KVFMT},
+        {"evo-generations", required_argument, NULL, O_EVOGEN},
+        {"evo-lambda", required_argument, NULL, O_EVOLAM},
+        {"evo-promote", required_argument, NULL, O_EVOPROM},
+        {"evo-windows", required_argument, NULL, O_EVOWIN},
+        {"evo-seed", required_argument, NULL, O_EVOSEED},
         BP_CLI_CALIB_LONGOPTS(""),
         {"kl-windows", required_argument, NULL, BP_CLI_O_KLW},
         {"diag-only", no_argument, NULL, BP_CLI_O_DIAG},
@@ -102,7 +156,10 @@ int bp_cmd_plan(int argc, char **argv)
     const char *out_path = "plan.json";
     bp_error err;
     bp_error_clear(&err);
-    int have_budget = 0;
+    int have_bits = 0, have_bytes = 0;
+    bp_budget bytes_budget;
+    memset(&bytes_budget, 0, sizeof bytes_budget);
+    long lv = 0;
     long workers = -1;
     optind = 1;
     opterr = 0;
@@ -111,15 +168,100 @@ int bp_cmd_plan(int argc, char **argv)
         switch (c) {
         case O_MODEL: spec.model_dir = optarg; break;
         case O_BITS:
-        case O_BYTES:
-            if (have_budget)
-                return bp_cli_usage_error("plan", "give one budget: --budget-bits or --budget-bytes");
-            have_budget = 1;
-            if ((c == O_BITS ? bp_budget_parse_bits(optarg, &spec.budget, &err)
-                             : bp_budget_parse_bytes(optarg, &spec.budget, &err)) != BP_OK)
-                return bp_cli_usage_error("plan", "%s: %s",
-                                          c == O_BITS ? "--budget-bits" : "--budget-bytes", err.msg);
+            if (have_bits++)
+                return bp_cli_usage_error("plan", "--budget-bits is given twice");
+            if (bp_budget_parse_bits(optarg, &spec.budget, &err) != BP_OK)
+                return bp_cli_usage_error("plan", "--budget-bits: %s", err.msg);
             break;
+        case O_BYTES:
+            if (have_bytes++)
+                return bp_cli_usage_error("plan", "--budget-bytes is given twice");
+            if (bp_budget_parse_bytes(optarg, &bytes_budget, &err) != BP_OK)
+                return bp_cli_usage_error("plan", "--budget-bytes: %s", err.msg);
+            break;
+        case O_SEARCH: {
+            int k = bp_job_search_from_name(optarg);
+            if (k < 0)
+                return bp_cli_usage_error("plan", "--search: '%s' is not ilp, lagrange, nsga2 or evo", optarg);
+            spec.search = (bp_job_search)k;
+            break;
+        }
+        case O_GRAN:
+            if (!strcmp(optarg, "tensor") || !strcmp(optarg, "block"))
+                spec.granularity = optarg[0] == 'b' ? BP_JOB_GRANULARITY_BLOCK : BP_JOB_GRANULARITY_TENSOR;
+            else
+                return bp_cli_usage_error("plan", "--granularity: '%s' is not tensor or block", optarg);
+            break;
+        case O_BSIZE:
+            if (bp_cli_parse_long("plan", "--block-size", optarg, 1, 1L << 30, &lv))
+                return BP_EXIT_USAGE;
+            spec.block_size = lv;
+            break;
+        case O_EVOGEN:
+            if (bp_cli_parse_long("plan", "--evo-generations", optarg, 0, 100000, &lv))
+                return BP_EXIT_USAGE;
+            spec.evo_generations = lv ? lv : -1;
+            break;
+        case O_EVOLAM:
+            if (bp_cli_parse_long("plan", "--evo-lambda", optarg, 1, 4096, &lv))
+                return BP_EXIT_USAGE;
+            spec.evo_lambda = lv;
+            break;
+        case O_EVOPROM:
+            if (bp_cli_parse_long("plan", "--evo-promote", optarg, 1, 4096, &lv))
+                return BP_EXIT_USAGE;
+            spec.evo_promote = lv;
+            break;
+        case O_EVOWIN:
+            if (bp_cli_parse_long("plan", "--evo-windows", optarg, 1, 1L << 30, &lv))
+                return BP_EXIT_USAGE;
+            spec.evo_windows = lv;
+            break;
+        case O_EVOSEED:
+            if (bp_cli_parse_long("plan", "--evo-seed", optarg, 1, LONG_MAX, &lv))
+                return BP_EXIT_USAGE;
+            spec.evo_seed = lv;
+            break;
+        case O_BAXIS:
+            if (strcmp(optarg, "rows") && strcmp(optarg, "cols"))
+                return bp_cli_usage_error("plan", "--block-axis: '%s' is not rows or cols", optarg);
+            spec.block_axis = optarg[0] == 'r' ? BP_BLOCK_AXIS_ROWS : BP_BLOCK_AXIS_COLS;
+            break;
+        case O_LAT:
+            if (bp_cli_parse_double("plan", "--latency-us", optarg, 1e-9, 1e15, &spec.latency_us))
+                return BP_EXIT_USAGE;
+            break;
+        case O_PROFILE: spec.profile = optarg; break;
+        case O_FALLBACK: spec.profile_fallback = optarg; break;
+        case O_PHASE: {
+            bp_cost_phase ph;
+            if (bp_cost_phase_parse(optarg, &ph, &err) != BP_OK)
+                return bp_cli_usage_error("plan", "--phase: %s", err.msg);
+            spec.phase = ph;
+            break;
+        }
+        case O_BATCH:
+            if (bp_cli_parse_long("plan", "--batch", optarg, 1, 1L << 30, &lv))
+                return BP_EXIT_USAGE;
+            spec.batch = lv;
+            break;
+        case O_BOPS:
+            if (bp_job_parse_si(optarg, "--bops", &spec.bops, &err) != BP_OK)
+                return bp_cli_usage_error("plan", "%s", err.msg);
+            break;
+        case O_KVCTX:
+        case O_KVBATCH:
+            if (bp_cli_parse_long("plan", c == O_KVCTX ? "--kv-context" : "--kv-batch", optarg, 1, 1L << 30, &lv))
+                return BP_EXIT_USAGE;
+            *(c == O_KVCTX ? &spec.kv_context : &spec.kv_batch) = lv;
+            break;
+        case O_KVFMT: {
+            bp_kv_format kf;
+            if (bp_kv_format_parse(optarg, &kf, &err) != BP_OK)
+                return bp_cli_usage_error("plan", "--kv-format: %s", err.msg);
+            spec.kv_format = kf;
+            break;
+        }
         case O_FORMATS: spec.formats = optarg; break;
         case O_RULES: spec.rules_path = optarg; break;
         case O_IMATRIX: spec.imatrix_path = optarg; break;
@@ -171,8 +313,14 @@ int bp_cmd_plan(int argc, char **argv)
     }
     if (optind < argc)
         return bp_cli_usage_error("plan", "unexpected argument '%s'", argv[optind]);
-    if (!have_budget)
+    if (!have_bits && !have_bytes)
         return bp_cli_usage_error("plan", "a budget is required: --budget-bits B or --budget-bytes S");
+    if (have_bits && have_bytes)
+        spec.budget_bytes = bytes_budget.bytes;
+    else if (have_bytes)
+        spec.budget = bytes_budget;
+    if (bp_job_spec_check(&spec, &err) != BP_OK)
+        return bp_cli_usage_error("plan", "%s", err.msg);
     if (spec.calib.text_path && spec.calib.tokens_path)
         return bp_cli_usage_error("plan", "give --text or --tokens, not both");
     if (!spec.model_dir && !spec.table_path)

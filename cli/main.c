@@ -8,6 +8,7 @@
 #define BP_VERSION "0.1.0"
 #endif
 
+
 static const struct {
     const char *name;
     bp_cmd_fn fn;
@@ -18,6 +19,7 @@ static const struct {
     {"plan", bp_cmd_plan, "measure errors and solve for the best plan under a budget"},
     {"apply", bp_cmd_apply, "quantize a model according to a plan"},
     {"eval", bp_cmd_eval, "measure NLL, perplexity and KL of a (quantized) model"},
+    {"pareto", bp_cmd_pareto, "the size/error Pareto front of a table as JSON and PNG"},
     {"serve", bp_cmd_serve, "run the coordinator daemon (jobs, leases, journal)"},
     {"worker", bp_cmd_worker, "run tasks for a coordinator"},
     {"submit", bp_cmd_submit, "submit a job spec to a coordinator; prints its id"},

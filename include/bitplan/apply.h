@@ -12,7 +12,8 @@
  * quantized tensor is a U8 tensor of exactly the plan's bytes under its
  * original name; every other tensor is copied unchanged. The safetensors
  * metadata entry "bitplan" holds a JSON object mapping each quantized tensor
- * to its format, shape and method. With dequantized = 1 the output is
+ * to its format, shape and method (and block map, for a blocked tensor,
+ * whose bytes are its blocks' packed matrices in block order). With dequantized = 1 the output is
  * instead an ordinary model directory whose quantized weights hold their
  * dequantized values in the source dtype, readable by any Llama loader.
  */
@@ -38,6 +39,33 @@ extern "C" {
 int bp_apply_tensor(const bp_tensor_info *t, const bp_format *f,
                     bp_quant_method method, const double *h, uint8_t *packed,
                     size_t packed_len, float *deq, bp_error *err);
+
+/* Quantize one 2-D tensor under a block map (plan.h: equal blocks along
+ * one axis, each with its own format; docs/blocks.md). Each block is its
+ * own matrix with its own parameters; every block's nvfp4 tensor scale is
+ * the whole tensor's, so a map with one format everywhere gives the
+ * unblocked tensor's weights (rows axis: any format; cols axis: group
+ * formats).
+ *   RTN: each block quantized on its own.
+ *   GPTQ, rows axis: each row block with its format and the tensor's H
+ *     (exactly the rows of the whole-tensor GPTQ of that format).
+ *   GPTQ, cols axis: one pass over the columns in order, each column
+ *     rounded to its block's grid, error feedback crossing block
+ *     boundaries (bp_gptq_quantize_col_blocks).
+ * packed (optional): exactly the map's bytes (bp_plan_blocks_validate),
+ * the blocks' packed matrices (docs/formats.md) concatenated in block
+ * order. deq (optional): rows x cols dequantized floats in the tensor's
+ * layout. h: cols x cols input Hessian, required for GPTQ. BP_EINVAL for
+ * an invalid map (a format the block shape cannot store, sizes, runs) or
+ * buffer length, naming the tensor. */
+int bp_apply_tensor_blocks(const bp_tensor_info *t, const bp_plan_blocks *b,
+                           bp_quant_method method, const double *h, uint8_t *packed,
+                           size_t packed_len, float *deq, bp_error *err);
+
+/* A plan tensor: bp_apply_tensor_blocks when it has a block map, else
+ * bp_apply_tensor with its format. packed_len must equal pt->bytes. */
+int bp_apply_plan_tensor(const bp_tensor_info *t, const bp_plan_tensor *pt, const double *h,
+                         uint8_t *packed, size_t packed_len, float *deq, bp_error *err);
 
 struct bp_calib;
 struct bp_llama_config;

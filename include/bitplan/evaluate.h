@@ -1,7 +1,8 @@
 /* bitplan: real-loss evaluation of a plan — the model's mean NLL and
  * perplexity on a token stream, and with a plan the mean KL(full precision
  * || quantized) over next-token distributions. The plan is applied in memory
- * with the same kernels as `bitplan apply` (bp_apply_tensor).
+ * with the same kernels as `bitplan apply` (bp_apply_plan_tensor, which
+ * honours a tensor's block map).
  */
 #ifndef BITPLAN_EVALUATE_H
 #define BITPLAN_EVALUATE_H
@@ -33,6 +34,22 @@ typedef struct bp_eval_result {
  * bp_llama_reset_all_weights). */
 int bp_evaluate_apply_plan(bp_llama *llama, const bp_model *model, const bp_plan *plan,
                            const bp_calib *calib, bp_error *err);
+
+/* A bounded cache of dequantized tensors for evaluating many plans that
+ * share most of their choices (the real-loss search): keyed by tensor,
+ * format, method, block map and calibration id; entries beyond the byte
+ * limit are not kept (the first ones stay, so the hit pattern is
+ * deterministic). */
+typedef struct bp_deq_cache bp_deq_cache;
+bp_deq_cache *bp_deq_cache_new(uint64_t limit_bytes);
+void bp_deq_cache_destroy(bp_deq_cache **c);
+/* Hits and misses so far (either may be NULL). */
+void bp_deq_cache_stats(const bp_deq_cache *c, uint64_t *hits, uint64_t *misses);
+
+/* bp_evaluate_apply_plan through a cache (NULL: no cache). The cache must
+ * only ever see one model. */
+int bp_evaluate_apply_plan_cached(bp_llama *llama, const bp_model *model, const bp_plan *plan,
+                                  const bp_calib *calib, bp_deq_cache *cache, bp_error *err);
 
 /* Check that calib matches the plan's recorded calibration when any
  * planned tensor needs it (GPTQ). */

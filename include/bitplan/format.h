@@ -116,7 +116,8 @@ void bp_format_dequantize_rows(const bp_format *f, const uint16_t *codes,
 /* Fused RTN quantize + dequantize + error for the sweep, without storing
  * codes: for each row r, sse[r] = sum_j (w - q(w))^2 and, when colw is not
  * NULL, wsse[r] = sum_j colw[j] (w - q(w))^2, both summed exactly as
- * bp_format_error_rows sums them (double, fixed lanes; docs/formats.md), so
+ * bp_format_error_rows sums them (float per 128-column block, double across
+ * blocks, fixed lanes; docs/formats.md), so
  * bp_format_error_rows(w, dequantized, ...) reproduces them bit for bit.
  * The dequantized values are exactly those quantize_rows + dequantize_rows
  * give. qdq (optional, nrows*cols) receives them. wsse without colw: NaN.
@@ -129,9 +130,10 @@ int bp_format_rtn_error_rows(const bp_format *f, const float *w, int64_t nrows,
 
 /* The per-row error of approximate weights wq against w (both nrows x cols,
  * row-major): sse[r] = sum_j d_j^2 and, when colw (cols values) is not NULL,
- * wsse[r] = sum_j colw[j] d_j^2, with d_j = (double)w[j] - (double)wq[j].
- * Summation order (docs/formats.md, "Per-row error"): in double, column j
- * into lane j mod 16, lanes reduced in a fixed pairwise tree; the same order
+ * wsse[r] = sum_j colw[j] d_j^2, with d_j = w[j] - wq[j] in float.
+ * Summation order (docs/formats.md, "Per-row error"): column j into lane
+ * j mod 16, in float within each block of 128 columns, the blocks' lanes
+ * added in double, lanes reduced in a fixed pairwise tree; the same order
  * as bp_format_rtn_error_rows, with any thread count and instruction set.
  * wsse may be NULL; with colw NULL, a non-NULL wsse gets NaN. Non-finite
  * inputs give non-finite sums. Nothing is done when w, wq or sse is NULL or

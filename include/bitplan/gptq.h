@@ -124,6 +124,31 @@ int bp_gptq_quantize_rows(const bp_format *f, const bp_gptq_factor *fac,
                           float tensor_param, uint16_t *codes,
                           bp_qparams *params, float *deq, bp_error *err);
 
+/* Mixed-format GPTQ (intra-tensor column blocks, docs/blocks.md): one pass
+ * over columns 0..cols-1 of nrows rows in which column j is rounded to the
+ * grid of formats[j / block_cols] (cols / block_cols formats, each
+ * supporting an nrows x block_cols matrix), with the error feedback of
+ * every column reaching all later columns, across block boundaries.
+ * Groups are fitted when the pass reaches them, as in
+ * bp_gptq_quantize_rows; a per-row format's one parameter set per row and
+ * block is fitted likewise when the pass reaches the block (on the weights
+ * as updated by earlier blocks). 16-bit blocks are rounded, their error fed
+ * back. tensor_params[b] = bp_format_tensor_param(formats[b], absmax of the
+ * whole tensor). Outputs: codes[nrows*cols] in the tensor's layout; block b's
+ * parameters, [nrows][bp_format_groups_per_row(formats[b], block_cols)],
+ * start after those of blocks 0..b-1; deq (optional, nrows*cols). With the
+ * same group format in every block the codes and deq equal
+ * bp_gptq_quantize_rows's bit for bit (only the params' order differs). When
+ * every block is 16-bit, plain rounding (as bp_gptq_quantize_rows). Rows
+ * are independent. Returns BP_OK, BP_EINVAL (NULL, bad shape, block_cols
+ * not dividing cols, unsupported format, bad tensor param, non-finite
+ * weight), BP_EFORMAT (feedback diverged), BP_ENOMEM. */
+int bp_gptq_quantize_col_blocks(const bp_gptq_factor *fac, const float *w,
+                                int64_t nrows, int64_t cols,
+                                int64_t block_cols, const bp_format *formats,
+                                const float *tensor_params, uint16_t *codes,
+                                bp_qparams *params, float *deq, bp_error *err);
+
 /* Whole-tensor convenience: factor of h (h_rows x h_cols, must be
  * cols x cols), tensor parameter from w's absmax, then
  * bp_gptq_quantize_rows. tensor_param_out (optional) receives the tensor

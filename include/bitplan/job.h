@@ -33,6 +33,31 @@ typedef enum bp_job_solver {
     BP_JOB_SOLVER_DP       /* exact Pareto DP (single constraint) */
 } bp_job_solver;
 
+/* The search that picks the plan (`--search`). DEFAULT: the exact solver
+ * of `solver` (ilp, or dp for one constraint). EVO is accepted and stored;
+ * until the real-loss search is wired it plans with the ILP. */
+typedef enum bp_job_search {
+    BP_JOB_SEARCH_DEFAULT = 0,
+    BP_JOB_SEARCH_ILP,
+    BP_JOB_SEARCH_LAGRANGE, /* Lagrangian relaxation, reports its gap bound */
+    BP_JOB_SEARCH_NSGA2,    /* least-error feasible member of the front */
+    BP_JOB_SEARCH_EVO
+} bp_job_search;
+
+/* "default" is never written; "ilp", "lagrange", "nsga2", "evo". */
+const char *bp_job_search_name(bp_job_search s);
+/* -1 for an unknown name. */
+int bp_job_search_from_name(const char *name);
+
+typedef enum bp_job_granularity {
+    BP_JOB_GRANULARITY_TENSOR = 0,
+    BP_JOB_GRANULARITY_BLOCK      /* parsed and stored; not yet measured */
+} bp_job_granularity;
+
+/* Measure-task splitting defaults (docs/job-spec.md, "split_rows"). */
+#define BP_JOB_SPLIT_ROWS_DEFAULT 4096
+#define BP_JOB_SPLIT_WEIGHTS_DEFAULT 16777216
+
 typedef struct bp_job_spec {
     const char *model_dir;     /* model directory; NULL = solve a table alone */
     const char *formats;       /* comma-separated canonical names; NULL = full menu */
@@ -40,6 +65,12 @@ typedef struct bp_job_spec {
     const char *imatrix_path;  /* optional llama.cpp imatrix.dat (importance) */
     const char *table_path;    /* reuse if it exists (unless resweep); else write */
     int resweep;               /* 1 = measure even if table_path exists */
+    int64_t split_rows;        /* rows per measure task of a large tensor (a
+                                  multiple of BP_SWEEP_CHUNK_ROWS); 0 = default
+                                  BP_JOB_SPLIT_ROWS_DEFAULT, -1 = never split */
+    int64_t split_min_weights; /* only tensors with more weights are split;
+                                  0 = default BP_JOB_SPLIT_WEIGHTS_DEFAULT,
+                                  -1 = any size */
     int metric;                /* bp_metric, or -1 = hdiag with importance, else mse */
     bp_budget budget;          /* required */
     bp_job_solver solver;
@@ -50,9 +81,58 @@ typedef struct bp_job_spec {
     bp_quant_method method;    /* weights the errors are measured on: RTN
                                   (default) or GPTQ; metric gptq implies GPTQ */
     bp_calib_spec calib;       /* calibration input (hdiag/hfull/gptq/dkl) */
+    /* Constraints besides `budget` (docs/job-spec.md, "Constraints"); all
+     * given ones hold together in one solve. */
+    uint64_t budget_bytes;     /* bytes cap when `budget` holds the bits one
+                                  (both given: two rows); 0 = none */
+    double latency_us;         /* > 0: sum of per-tensor latency <= this */
+    const char *profile;       /* latency model: builtin name, profile JSON,
+                                  or a measured table (path ending .csv) */
+    const char *profile_fallback; /* with a .csv table: roofline profile for
+                                  shapes the table lacks; NULL = none */
+    int phase;                 /* bp_cost_phase (default decode) */
+    int64_t batch;             /* decode batch / prefill length; 0 = 1 */
+    double bops;               /* > 0: bit operations per token <= this */
+    int64_t kv_context;        /* > 0: the bytes cap also holds the KV cache
+                                  of kv_batch sequences of this many tokens */
+    int64_t kv_batch;          /* 0 = 1 (only with kv_context) */
+    int kv_format;             /* bp_kv_format of a fixed KV cache (default
+                                  f16); ignored when the table has KV rows */
+    bp_job_search search;
+    bp_job_granularity granularity;
+    int64_t block_size;        /* block granularity: rows/cols per block (> 0) */
+    int block_axis;            /* bp_block_axis (plan.h) */
+    /* Real-loss search (docs/search.md, "Real-loss evolutionary search");
+     * 0 = the default in brackets. */
+    int64_t evo_generations;   /* [10]; -1 = none: measure the ILP and
+                                  uniform baselines only */
+    int64_t evo_lambda;        /* offspring per generation [6] */
+    int64_t evo_promote;       /* offspring re-measured at high fidelity [2] */
+    int64_t evo_seed;          /* random seed [1] */
+    int64_t evo_windows;       /* held-out calibration windows of the high
+                                  fidelity [32]; the low fidelity uses the
+                                  first quarter (at least 1) */
 } bp_job_spec;
 
+/* Defaults of the evo_* fields. */
+#define BP_JOB_EVO_GENERATIONS 10
+#define BP_JOB_EVO_LAMBDA 6
+#define BP_JOB_EVO_PROMOTE 2
+#define BP_JOB_EVO_WINDOWS 32
+
 void bp_job_spec_default(bp_job_spec *s);
+
+/* Cross-field checks of the constraint fields, shared by the CLI, the job
+ * spec parser and bp_job_run (messages use the CLI flag names): latency
+ * needs a profile, --kv-batch needs --kv-context, --kv-context needs
+ * --budget-bytes, a profile that is neither a builtin name nor a path
+ * (.json / .csv, or containing '/') is unknown, --solver dp excludes
+ * --search other than ilp, block granularity needs a block size, ... */
+int bp_job_spec_check(const bp_job_spec *s, bp_error *err);
+
+/* Parse a count with an optional SI suffix K M G T P (powers of 1000),
+ * e.g. "1.5G"; result finite and > 0. `what` names it in messages. */
+int bp_job_parse_si(const char *text, const char *what, double *out, bp_error *err);
 
 /* Parse a comma-separated format list ("int4_g128_asym,mxfp4") into out
  * (at most cap). "all" means the full menu. Errors name the bad entry. */

@@ -23,6 +23,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "bitplan/cost.h"
 #include "bitplan/error.h"
 #include "bitplan/model.h"
 
@@ -193,6 +194,47 @@ int bp_llama_forward(bp_llama *l, const uint32_t *tokens, int64_t n_tokens,
 int bp_llama_forward_batch(bp_llama *l, const uint32_t *tokens, int64_t n_seq,
                            int64_t seq_len, float *logits,
                            const bp_llama_hooks *hooks, bp_error *err);
+
+/* --- KV-cache precision ------------------------------------------------- */
+
+/* Each layer's K and V can be quantized as a KV cache in a bp_kv_format
+ * would hold them (include/bitplan/kv_quant.h): K after RoPE, V as
+ * produced, every position before the attention that reads it, including a
+ * token's own K/V, as a cache-based decoder does. Quantization is per
+ * (token, head) or with a static scale, so a position's cached values never
+ * depend on later tokens. BP_KV_F16 is the default and means the exact fp32
+ * path of the reference forward (the unquantized baseline: it does not round
+ * to fp16), so a model with every layer at BP_KV_F16 gives bit-identical
+ * results to one that never set a KV format. */
+
+/* layer -1 = every layer. BP_KV_FP8_E4M3 needs the layer's fp8 scales set
+ * first (bp_llama_set_kv_fp8_scales or bp_kv_calibrate_fp8). BP_EINVAL for
+ * a layer out of range, a bad format or missing scales; nothing changes on
+ * error. */
+int bp_llama_set_kv_format(bp_llama *l, int64_t layer, bp_kv_format f, bp_error *err);
+/* Every layer back to BP_KV_F16 (fp8 scales are kept). */
+void bp_llama_reset_kv_formats(bp_llama *l);
+/* The layer's format; BP_KV_FORMAT_COUNT when l is NULL or layer is out of
+ * range. */
+bp_kv_format bp_llama_get_kv_format(const bp_llama *l, int64_t layer);
+
+/* The static fp8_e4m3 scales of K and V for one layer (-1 = every layer):
+ * finite and > 0, else BP_EINVAL. */
+int bp_llama_set_kv_fp8_scales(bp_llama *l, int64_t layer, float k_scale, float v_scale,
+                               bp_error *err);
+/* 0 for both when unset or out of range. */
+void bp_llama_get_kv_fp8_scales(const bp_llama *l, int64_t layer, float *k_scale,
+                                float *v_scale);
+
+/* Calibration statistics: with on != 0 the per-layer absolute maxima of K
+ * (after RoPE) and V are zeroed and then updated by every forward pass
+ * (safe with concurrent forward passes, and order-independent: a maximum);
+ * on == 0 stops updating and keeps the values. Values are taken before any
+ * KV quantization of the layer. */
+void bp_llama_kv_observe(bp_llama *l, int on);
+/* The observed maxima of one layer. BP_EINVAL for a layer out of range. */
+int bp_llama_kv_absmax(const bp_llama *l, int64_t layer, float *k_absmax, float *v_absmax,
+                       bp_error *err);
 
 /* --- evaluation --------------------------------------------------------- */
 

@@ -22,6 +22,7 @@
 #include <stdio.h>
 
 #include "bitplan/budget.h"
+#include "bitplan/cost.h"
 #include "bitplan/error.h"
 #include "bitplan/table.h"
 
@@ -155,6 +156,7 @@ typedef struct bp_plan_info {
     double objective, bound, gap;
     int deterministic;
     size_t n_timing;
+    uint64_t kv_bytes;              /* kv_cache section total; 0 without one */
 } bp_plan_info;
 
 void bp_plan_get_info(const bp_plan *p, bp_plan_info *out);
@@ -165,10 +167,41 @@ int bp_plan_timing_at(const bp_plan *p, size_t i, const char **key,
  * absent (or on OOM). */
 char *bp_plan_search_json(const bp_plan *p);
 
+/* ---- KV cache (optional section) -------------------------------------------
+ * The KV-cache precision chosen per layer, for `batch` sequences of
+ * `context` tokens with n_kv_heads heads of head_dim. A layer's bytes are
+ * bp_kv_bytes (include/bitplan/cost.h), never taken from the caller or the
+ * file. When the section is present, the budget counts weights + KV bytes
+ * against the asked bytes. */
+typedef struct bp_plan_kv_layer {
+    int64_t layer;          /* >= 0; strictly increasing along the list */
+    bp_kv_format format;
+    /* Output only (ignored by bp_plan_set_kv_cache, filled by get): */
+    uint64_t bytes;         /* bp_kv_bytes of this layer */
+} bp_plan_kv_layer;
+
+typedef struct bp_plan_kv_cache {
+    int64_t context, batch;         /* >= 1 */
+    int64_t n_kv_heads, head_dim;   /* >= 1 */
+    const bp_plan_kv_layer *layers; /* n_layers >= 1 entries */
+    size_t n_layers;
+    /* Output only: */
+    uint64_t bytes;                 /* sum of the layers' bytes */
+} bp_plan_kv_cache;
+
+/* Set (everything copied; replaces an earlier section) or, with kv NULL,
+ * remove the section. BP_EINVAL naming the field ("kv_cache.layers[2].layer:
+ * 3 does not follow 3 (layers must be unique and increasing)"), BP_ENOMEM. */
+int bp_plan_set_kv_cache(bp_plan *p, const bp_plan_kv_cache *kv, bp_error *err);
+/* 1 and *out filled (layers owned by the plan, valid until the next set or
+ * destroy) when the plan has the section, else 0. */
+int bp_plan_get_kv_cache(const bp_plan *p, bp_plan_kv_cache *out);
+
 /* ---- whole plan ------------------------------------------------------------ */
 
 /* Check the plan is complete and consistent: tool, model, metric, budget
- * and solver set; at least one tensor; achieved bytes <= asked bytes; the
+ * and solver set; at least one tensor; achieved bytes (plus the kv_cache
+ * bytes when present) <= asked bytes; the
  * asked bits and bytes agree for params (within one byte). BP_EINVAL. */
 int bp_plan_validate(const bp_plan *p, bp_error *err);
 
@@ -190,7 +223,8 @@ int bp_plan_from_string(const char *text, const char *source, bp_plan **out,
 int bp_plan_read(const char *path, bp_plan **out, bp_error *err);
 
 /* Human summary: one line per tensor (name, shape, format, bits per weight,
- * bytes, predicted error), totals, budget and solver status and gap. */
+ * bytes, predicted error), totals, the KV cache (one line per layer) when
+ * present, budget and solver status and gap. */
 void bp_plan_print_summary(const bp_plan *p, FILE *fp);
 
 #ifdef __cplusplus

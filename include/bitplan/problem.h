@@ -82,6 +82,11 @@ typedef struct bp_solution {
     double cost_total[BP_MAX_CONSTRAINTS];
     double seconds;         /* wall time of the solve */
     char solver[32];        /* "glpk-ilp", "dp", "bruteforce", ... */
+    int time_limited;       /* 1: a wall-clock limit cut the search short, so
+                             * the result may differ between runs or
+                             * machines (callers should warn); 0: the result
+                             * depends on the input alone */
+    long nodes;             /* branch-and-bound subproblems (ILP), else 0 */
 } bp_solution;
 
 /* Allocates choice[] for n_items; caller destroys. */

@@ -27,6 +27,12 @@
  *  support it); min_bits (number in [0, 64]: formats whose nominal bits per
  *  weight are below it are dropped; pins are exempt); comment (string,
  *  ignored). Unknown keys are errors, so typos do not pass silently.
+ *
+ * Ties: an entry {"tie": [pattern, ...]} (no "match"; patterns as `match`)
+ * makes the tensors of one decoder layer ("model.layers.N.") that match any
+ * of its patterns share one format (fused q/k/v, gate/up). Tie entries take
+ * no part in bp_rules_resolve; they count in bp_rules_count and
+ * bp_rules_rule_matches (a tie matches a name any of its patterns matches).
  */
 #ifndef BITPLAN_RULES_H
 #define BITPLAN_RULES_H
@@ -78,6 +84,15 @@ typedef struct bp_rule_result {
  * out is NULL. */
 int bp_rules_resolve(const bp_rules *rules, const char *tensor_name, int ndim,
                      bp_rule_result *out);
+
+/* Number of tie entries; 0 for NULL. */
+size_t bp_rules_tie_count(const bp_rules *r);
+
+/* Which tie entry (0-based among the ties, in file order) matches
+ * tensor_name: *tie = -1 when none. BP_EINVAL naming the tensor when two
+ * ties match it (a tensor can share its format with one group only). */
+int bp_rules_tie_find(const bp_rules *r, const char *tensor_name, long *tie,
+                      bp_error *err);
 
 #ifdef __cplusplus
 }

@@ -30,8 +30,20 @@
 extern "C" {
 #endif
 
+/* Default bp_ilp_options.node_limit: branch-and-bound subproblems. Chosen
+ * so that the hardest bench_solve instance (7B shape, two binding budgets)
+ * stops on it well inside the default 60 s deadline (docs/solvers.md). */
+#define BP_ILP_DEFAULT_NODE_LIMIT 5000L
+
 typedef struct bp_ilp_options {
-    double time_limit_s;     /* hard wall-clock deadline; <= 0 means 60 s */
+    double time_limit_s;     /* hard wall-clock deadline; <= 0 means 60 s.
+                              * A last-resort guard: when it stops the
+                              * search the plan depends on machine speed
+                              * (bp_solution.time_limited is set). */
+    long node_limit;         /* deterministic work limit: branch-and-bound
+                              * subproblems before the search stops with
+                              * the best plan so far (FEASIBLE, with gap);
+                              * 0 means BP_ILP_DEFAULT_NODE_LIMIT, < 0 none */
     double mip_gap;          /* relative gap accepted; 0 = prove optimality */
     int memory_limit_mb;     /* glp_mem_limit; <= 0 means 4096 */
     const char *export_lp;   /* if not NULL, write the model (CPLEX LP) here */
@@ -41,9 +53,11 @@ typedef struct bp_ilp_options {
 void bp_ilp_options_default(bp_ilp_options *o);
 
 /* o may be NULL (defaults). Returns BP_OK with status OPTIMAL, or
- * FEASIBLE (mip_gap reached, or the deadline hit after a feasible
- * assignment was known; s->bound and s->gap say how far from proven);
- * BP_ETIMEOUT with status NO_SOLUTION if the deadline hit first;
+ * FEASIBLE (mip_gap or node_limit reached, or the deadline hit after a
+ * feasible assignment was known; s->bound and s->gap say how far from
+ * proven; s->time_limited = 1 when the deadline, not the input, decided);
+ * BP_ETIMEOUT with status NO_SOLUTION if the deadline or node_limit hit
+ * before any feasible assignment was known;
  * BP_EINFEASIBLE; BP_EINVAL (problem or options); BP_EIO (export_lp could
  * not be written); BP_ESOLVER (GLPK failed or raised an internal error,
  * caught by its error hook); BP_ENOMEM. Uses and then frees the calling

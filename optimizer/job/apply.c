@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "bitplan/blocks.h"
 #include "bitplan/calib_input.h"
 #include "bitplan/evaluate.h"
 #include "bitplan/gptq.h"
@@ -68,6 +69,205 @@ out:
     return rc;
 }
 
+/* The format of every block of a (validated) map, in block order. */
+static int block_formats(const bp_tensor_info *t, const bp_plan_blocks *b, int64_t n_blocks,
+                         bp_format **out, bp_error *err)
+{
+    bp_format *parsed = malloc(b->n_formats * sizeof *parsed);
+    bp_format *per = malloc((size_t)n_blocks * sizeof *per);
+    int rc = BP_OK;
+    if (!parsed || !per)
+        rc = bp_error_set(err, BP_ENOMEM, "tensor '%s': out of memory", t->name);
+    for (size_t i = 0; rc == BP_OK && i < b->n_formats; i++)
+        rc = bp_format_parse(b->formats[i], &parsed[i], err);
+    int64_t k = 0;
+    for (size_t r = 0; rc == BP_OK && r < b->n_runs; r++)
+        for (uint64_t c = 0; c < b->runs[r].count; c++)
+            per[k++] = parsed[b->runs[r].format];
+    free(parsed);
+    if (rc != BP_OK) {
+        free(per);
+        per = NULL;
+    }
+    *out = per;
+    return rc;
+}
+
+/* Block b of the rows x cols matrix x (element size es) copied out to a
+ * contiguous block (dir 0) or back in from one (dir 1). */
+static void block_copy(void *x, int64_t cols, bp_block_axis axis, int64_t size, int64_t b,
+                       int64_t br, int64_t bc, void *blk, size_t es, int dir)
+{
+    for (int64_t r = 0; r < br; r++) {
+        int64_t row = axis == BP_BLOCK_AXIS_ROWS ? b * size + r : r;
+        int64_t c0 = axis == BP_BLOCK_AXIS_ROWS ? 0 : b * size;
+        char *t = (char *)x + ((size_t)row * (size_t)cols + (size_t)c0) * es;
+        char *k = (char *)blk + (size_t)r * (size_t)bc * es;
+        if (dir == 0)
+            memcpy(k, t, (size_t)bc * es);
+        else
+            memcpy(t, k, (size_t)bc * es);
+    }
+}
+
+/* Cols-axis GPTQ: one mixed-format pass, then each block packed on its
+ * own. */
+static int apply_cols_gptq(const bp_tensor_info *t, const float *w, int64_t size,
+                           const bp_format *per, int64_t nb, const double *h, float amax,
+                           uint8_t *packed, float *deq, bp_error *err)
+{
+    int64_t rows = bp_tensor_rows(t), cols = bp_tensor_cols(t);
+    size_t n = (size_t)rows * (size_t)cols, np = 0;
+    for (int64_t b = 0; b < nb; b++)
+        np += (size_t)rows * (size_t)bp_format_groups_per_row(&per[b], size);
+    uint16_t *codes = malloc(n * sizeof *codes);
+    uint16_t *bcodes = malloc((size_t)rows * (size_t)size * sizeof *bcodes);
+    bp_qparams *params = malloc(np * sizeof *params);
+    float *tps = malloc((size_t)nb * sizeof *tps);
+    bp_gptq_factor *fac = NULL;
+    int rc = BP_OK;
+    if (!codes || !bcodes || !params || !tps) {
+        rc = bp_error_set(err, BP_ENOMEM, "tensor '%s': out of memory", t->name);
+        goto out;
+    }
+    for (int64_t b = 0; b < nb; b++)
+        tps[b] = bp_format_tensor_param(&per[b], amax);
+    if ((rc = bp_gptq_factor_new(h, cols, cols, BP_GPTQ_DAMP_DEFAULT, &fac, err)) != BP_OK ||
+        (rc = bp_gptq_quantize_col_blocks(fac, w, rows, cols, size, per, tps, codes, params, deq,
+                                          err)) != BP_OK) {
+        bp_error_prefix(err, "tensor '%s'", t->name);
+        goto out;
+    }
+    size_t poff = 0;
+    for (int64_t b = 0; packed && b < nb; b++) {
+        uint64_t len = bp_format_bytes(&per[b], rows, size);
+        block_copy(codes, cols, BP_BLOCK_AXIS_COLS, size, b, rows, size, bcodes, sizeof *codes, 0);
+        if ((rc = bp_format_pack(&per[b], rows, size, bcodes, params + poff, tps[b], packed, len,
+                                 err)) != BP_OK) {
+            bp_error_prefix(err, "tensor '%s', block %lld", t->name, (long long)b);
+            goto out;
+        }
+        packed += len;
+        poff += (size_t)rows * (size_t)bp_format_groups_per_row(&per[b], size);
+    }
+out:
+    bp_gptq_factor_destroy(&fac);
+    free(codes);
+    free(bcodes);
+    free(params);
+    free(tps);
+    return rc;
+}
+
+/* RTN on any axis, GPTQ on row blocks: each block quantized as its own
+ * matrix, packed at its offset, dequantized into its place. */
+static int apply_each_block(const bp_tensor_info *t, float *w, bp_block_axis axis, int64_t size,
+                            const bp_format *per, int64_t nb, bp_quant_method method,
+                            const double *h, float amax, uint8_t *packed, float *deq,
+                            bp_error *err)
+{
+    int64_t rows = bp_tensor_rows(t), cols = bp_tensor_cols(t), br, bc;
+    bp_blocks_shape(axis, size, rows, cols, &br, &bc);
+    size_t nblk = (size_t)br * (size_t)bc;
+    float *wb = malloc(nblk * sizeof *wb);
+    float *qb = malloc(nblk * sizeof *qb);
+    uint16_t *codes = malloc(nblk * sizeof *codes);
+    bp_qparams *params = malloc(nblk * sizeof *params); /* >= groups */
+    bp_gptq_factor *fac = NULL;
+    int rc = BP_OK;
+    if (!wb || !qb || !codes || !params) {
+        rc = bp_error_set(err, BP_ENOMEM, "tensor '%s': out of memory", t->name);
+        goto out;
+    }
+    if (method == BP_METHOD_GPTQ &&
+        (rc = bp_gptq_factor_new(h, cols, cols, BP_GPTQ_DAMP_DEFAULT, &fac, err)) != BP_OK) {
+        bp_error_prefix(err, "tensor '%s'", t->name);
+        goto out;
+    }
+    for (int64_t b = 0; b < nb; b++) {
+        const bp_format *f = &per[b];
+        float tp = bp_format_tensor_param(f, amax);
+        block_copy(w, cols, axis, size, b, br, bc, wb, sizeof *wb, 0);
+        rc = method == BP_METHOD_GPTQ
+                 ? bp_gptq_quantize_rows(f, fac, wb, br, bc, tp, codes, params, NULL, err)
+                 : bp_format_quantize_rows(f, wb, br, bc, tp, codes, params, err);
+        uint64_t len = bp_format_bytes(f, br, bc);
+        if (rc == BP_OK && packed)
+            rc = bp_format_pack(f, br, bc, codes, params, tp, packed, len, err);
+        if (rc != BP_OK) {
+            bp_error_prefix(err, "tensor '%s', block %lld", t->name, (long long)b);
+            goto out;
+        }
+        if (packed)
+            packed += len;
+        if (deq) {
+            bp_format_dequantize_rows(f, codes, params, br, bc, qb);
+            block_copy(deq, cols, axis, size, b, br, bc, qb, sizeof *qb, 1);
+        }
+    }
+out:
+    bp_gptq_factor_destroy(&fac);
+    free(wb);
+    free(qb);
+    free(codes);
+    free(params);
+    return rc;
+}
+
+int bp_apply_tensor_blocks(const bp_tensor_info *t, const bp_plan_blocks *b,
+                           bp_quant_method method, const double *h, uint8_t *packed,
+                           size_t packed_len, float *deq, bp_error *err)
+{
+    if (!t || !b)
+        return bp_error_set(err, BP_EINVAL, "apply: NULL tensor or block map");
+    if (t->ndim != 2)
+        return bp_error_set(err, BP_EINVAL, "tensor '%s': only 2-D tensors are quantized", t->name);
+    if (method != BP_METHOD_RTN && method != BP_METHOD_GPTQ)
+        return bp_error_set(err, BP_EINVAL, "tensor '%s': unknown method %d", t->name, (int)method);
+    int64_t rows = bp_tensor_rows(t), cols = bp_tensor_cols(t);
+    uint64_t need = 0;
+    int rc = bp_plan_blocks_validate(b, rows, cols, &need, NULL, err);
+    if (rc != BP_OK)
+        return bp_error_prefix(err, "tensor '%s'", t->name);
+    if (packed && packed_len != need)
+        return bp_error_set(err, BP_EINVAL, "tensor '%s': packed buffer is %zu bytes, its blocks need %llu",
+                            t->name, packed_len, (unsigned long long)need);
+    if (method == BP_METHOD_GPTQ && !h)
+        return bp_error_set(err, BP_EINVAL, "tensor '%s': GPTQ needs the input Hessian", t->name);
+    int64_t nb = (b->axis == BP_BLOCK_AXIS_ROWS ? rows : cols) / b->size;
+    size_t n = (size_t)rows * (size_t)cols;
+    bp_format *per = NULL;
+    float *w = malloc(n * sizeof *w);
+    if (!w) {
+        rc = bp_error_set(err, BP_ENOMEM, "tensor '%s': out of memory (%zu weights)", t->name, n);
+        goto out;
+    }
+    if ((rc = block_formats(t, b, nb, &per, err)) != BP_OK ||
+        (rc = bp_tensor_rows_f32(t, 0, rows, w, err)) != BP_OK)
+        goto out;
+    float amax = bp__absmax(w, n);
+    if (method == BP_METHOD_GPTQ && b->axis == BP_BLOCK_AXIS_COLS)
+        rc = apply_cols_gptq(t, w, b->size, per, nb, h, amax, packed, deq, err);
+    else
+        rc = apply_each_block(t, w, b->axis, b->size, per, nb, method, h, amax, packed, deq, err);
+out:
+    free(w);
+    free(per);
+    return rc;
+}
+
+int bp_apply_plan_tensor(const bp_tensor_info *t, const bp_plan_tensor *pt, const double *h,
+                         uint8_t *packed, size_t packed_len, float *deq, bp_error *err)
+{
+    if (pt->blocks)
+        return bp_apply_tensor_blocks(t, pt->blocks, pt->method, h, packed, packed_len, deq, err);
+    bp_format f;
+    int rc = bp_format_parse(pt->format, &f, err);
+    if (rc != BP_OK)
+        return bp_error_prefix(err, "tensor '%s'", pt->name);
+    return bp_apply_tensor(t, &f, pt->method, h, packed, packed_len, deq, err);
+}
+
 static int make_dir(const char *path, bp_error *err)
 {
     if (mkdir(path, 0777) == 0 || errno == EEXIST) {
@@ -120,6 +320,23 @@ static int write_floats(bp_st_writer *wr, bp_dtype dt, const float *x, size_t n,
     return BP_OK;
 }
 
+/* The block map in the packed file's metadata, as the plan writes it
+ * (docs/plan-format.md), so a reader can unpack without the plan. */
+static json_t *blocks_json(const bp_plan_blocks *b)
+{
+    json_t *o = json_object(), *names = json_array(), *runs = json_array();
+    json_object_set_new(o, "axis", json_string(b->axis == BP_BLOCK_AXIS_ROWS ? "rows" : "cols"));
+    json_object_set_new(o, "size", json_integer((json_int_t)b->size));
+    for (size_t i = 0; i < b->n_formats; i++)
+        json_array_append_new(names, json_string(b->formats[i]));
+    for (size_t i = 0; i < b->n_runs; i++)
+        json_array_append_new(runs, json_pack("[II]", (json_int_t)b->runs[i].format,
+                                              (json_int_t)b->runs[i].count));
+    json_object_set_new(o, "formats", names);
+    json_object_set_new(o, "runs", runs);
+    return o;
+}
+
 int bp_apply_model(const bp_plan *plan, const bp_model *model,
                    const char *out_dir, const bp_apply_options *opt,
                    bp_error *err)
@@ -167,11 +384,6 @@ int bp_apply_model(const bp_plan *plan, const bp_model *model,
         if (t->ndim != 2 || t->shape[0] != pt.rows || t->shape[1] != pt.cols) {
             rc = bp_error_set(err, BP_EMISMATCH, "plan tensor '%s' is %lld x %lld in the plan but not in the model",
                               pt.name, (long long)pt.rows, (long long)pt.cols);
-            goto out;
-        }
-        if (pt.blocks) {
-            rc = bp_error_set(err, BP_EUNSUPPORTED, "plan tensor '%s' has a block map; this build applies whole-tensor formats only",
-                              pt.name);
             goto out;
         }
         plan_index[mi] = (long)i;
@@ -227,6 +439,8 @@ int bp_apply_model(const bp_plan *plan, const bp_model *model,
             json_object_set_new(e, "shape", json_pack("[II]", (json_int_t)pt.rows, (json_int_t)pt.cols));
             json_object_set_new(e, "dtype", json_string(bp_dtype_name(t->dtype)));
             json_object_set_new(e, "method", json_string(bp_table_method_name(pt.method)));
+            if (pt.blocks)
+                json_object_set_new(e, "blocks", blocks_json(pt.blocks));
             json_object_set_new(tensors, t->name, e);
         }
     }
@@ -244,9 +458,6 @@ int bp_apply_model(const bp_plan *plan, const bp_model *model,
         } else {
             bp_plan_tensor pt;
             bp_plan_tensor_get(plan, (size_t)plan_index[i], &pt);
-            bp_format f;
-            if ((rc = bp_format_parse(pt.format, &f, err)) != BP_OK)
-                goto out;
             double *h = NULL;
             if (pt.method == BP_METHOD_GPTQ &&
                 (rc = bp_calib_hessian_full(opt->calib, opt->cfg, pt.name, pt.cols, &h, err)) != BP_OK)
@@ -258,7 +469,7 @@ int bp_apply_model(const bp_plan *plan, const bp_model *model,
                     rc = bp_error_set(err, BP_ENOMEM, "tensor '%s': out of memory", t->name);
                     goto out;
                 }
-                rc = bp_apply_tensor(t, &f, pt.method, h, NULL, 0, deq, err);
+                rc = bp_apply_plan_tensor(t, &pt, h, NULL, 0, deq, err);
                 if (rc == BP_OK)
                     rc = write_floats(wr, out_dtype(t->dtype), deq, (size_t)t->numel, err);
                 free(deq);
@@ -269,7 +480,7 @@ int bp_apply_model(const bp_plan *plan, const bp_model *model,
                     rc = bp_error_set(err, BP_ENOMEM, "tensor '%s': out of memory", t->name);
                     goto out;
                 }
-                rc = bp_apply_tensor(t, &f, pt.method, h, packed, pt.bytes, NULL, err);
+                rc = bp_apply_plan_tensor(t, &pt, h, packed, pt.bytes, NULL, err);
                 if (rc == BP_OK)
                     rc = bp_st_writer_write(wr, packed, pt.bytes, err);
                 free(packed);

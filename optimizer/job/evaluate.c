@@ -36,13 +36,118 @@ int bp_evaluate_check_calib(const bp_plan *plan, const bp_calib *calib, bp_error
     return BP_OK;
 }
 
-int bp_evaluate_apply_plan(bp_llama *llama, const bp_model *model, const bp_plan *plan,
-                           const bp_calib *calib, bp_error *err)
+typedef struct deq_entry {
+    char *key;
+    float *deq;
+    size_t n;
+} deq_entry;
+
+struct bp_deq_cache {
+    uint64_t limit, used;
+    deq_entry *e;
+    size_t n, cap;
+    uint64_t hits, misses;
+};
+
+bp_deq_cache *bp_deq_cache_new(uint64_t limit_bytes)
+{
+    bp_deq_cache *c = calloc(1, sizeof *c);
+    if (c)
+        c->limit = limit_bytes;
+    return c;
+}
+
+void bp_deq_cache_destroy(bp_deq_cache **cp)
+{
+    if (!cp || !*cp)
+        return;
+    for (size_t i = 0; i < (*cp)->n; i++) {
+        free((*cp)->e[i].key);
+        free((*cp)->e[i].deq);
+    }
+    free((*cp)->e);
+    free(*cp);
+    *cp = NULL;
+}
+
+void bp_deq_cache_stats(const bp_deq_cache *c, uint64_t *hits, uint64_t *misses)
+{
+    if (hits)
+        *hits = c ? c->hits : 0;
+    if (misses)
+        *misses = c ? c->misses : 0;
+}
+
+/* Everything the dequantized weights depend on besides the model. */
+static char *deq_key(const bp_plan_tensor *pt, const char *calib_id)
+{
+    size_t cap = 256 + strlen(pt->name) + strlen(pt->format) + (calib_id ? strlen(calib_id) : 0);
+    if (pt->blocks)
+        for (size_t i = 0; i < pt->blocks->n_formats; i++)
+            cap += strlen(pt->blocks->formats[i]) + 2;
+    if (pt->blocks)
+        cap += pt->blocks->n_runs * 48;
+    char *k = malloc(cap);
+    if (!k)
+        return NULL;
+    int n = snprintf(k, cap, "%s|%s|%d|%s", pt->name, pt->format, (int)pt->method,
+                     pt->method == BP_METHOD_GPTQ && calib_id ? calib_id : "");
+    if (pt->blocks) {
+        const bp_plan_blocks *b = pt->blocks;
+        n += snprintf(k + n, cap - (size_t)n, "|%d:%lld:", (int)b->axis, (long long)b->size);
+        for (size_t i = 0; i < b->n_formats; i++)
+            n += snprintf(k + n, cap - (size_t)n, "%s,", b->formats[i]);
+        for (size_t i = 0; i < b->n_runs; i++)
+            n += snprintf(k + n, cap - (size_t)n, "%u*%llu;", b->runs[i].format,
+                          (unsigned long long)b->runs[i].count);
+    }
+    return k;
+}
+
+static const deq_entry *cache_find(const bp_deq_cache *c, const char *key)
+{
+    for (size_t i = 0; c && i < c->n; i++)
+        if (!strcmp(c->e[i].key, key))
+            return &c->e[i];
+    return NULL;
+}
+
+/* Keep a copy when it fits the limit; a full cache is not an error. */
+static void cache_put(bp_deq_cache *c, char *key, const float *deq, size_t n)
+{
+    uint64_t bytes = (uint64_t)n * sizeof *deq + strlen(key);
+    if (!c || c->used + bytes > c->limit) {
+        free(key);
+        return;
+    }
+    if (c->n == c->cap) {
+        size_t cap = c->cap ? 2 * c->cap : 64;
+        deq_entry *e = realloc(c->e, cap * sizeof *e);
+        if (!e) {
+            free(key);
+            return;
+        }
+        c->e = e;
+        c->cap = cap;
+    }
+    float *copy = malloc(n * sizeof *copy);
+    if (!copy) {
+        free(key);
+        return;
+    }
+    memcpy(copy, deq, n * sizeof *copy);
+    c->e[c->n++] = (deq_entry){key, copy, n};
+    c->used += bytes;
+}
+
+int bp_evaluate_apply_plan_cached(bp_llama *llama, const bp_model *model, const bp_plan *plan,
+                                  const bp_calib *calib, bp_deq_cache *cache, bp_error *err)
 {
     int rc = bp_evaluate_check_calib(plan, calib, err);
     if (rc != BP_OK)
         return rc;
     const bp_llama_config *cfg = bp_llama_get_config(llama);
+    const char *calib_id = calib ? bp_calib_id(calib) : NULL;
     for (size_t i = 0; i < bp_plan_tensor_count(plan); i++) {
         bp_plan_tensor pt;
         bp_plan_tensor_get(plan, i, &pt);
@@ -50,27 +155,56 @@ int bp_evaluate_apply_plan(bp_llama *llama, const bp_model *model, const bp_plan
         if (mi < 0)
             return bp_error_set(err, BP_EMISMATCH, "plan tensor '%s' is not in the model", pt.name);
         const bp_tensor_info *t = bp_model_tensor(model, (size_t)mi);
-        bp_format f;
-        if ((rc = bp_format_parse(pt.format, &f, err)) != BP_OK)
-            return rc;
+        if (t->ndim != 2 || t->shape[0] != pt.rows || t->shape[1] != pt.cols)
+            return bp_error_set(err, BP_EMISMATCH, "plan tensor '%s' is %lldx%lld, the model's is not",
+                                pt.name, (long long)pt.rows, (long long)pt.cols);
+        char *key = NULL;
+        if (cache) {
+            if (!(key = deq_key(&pt, calib_id)))
+                return bp_error_set(err, BP_ENOMEM, "out of memory");
+            const deq_entry *hit = cache_find(cache, key);
+            if (hit) {
+                free(key);
+                cache->hits++;
+                if ((rc = bp_llama_set_weight(llama, pt.name, hit->deq, err)) != BP_OK)
+                    return rc;
+                continue;
+            }
+            cache->misses++;
+        }
         double *h = NULL;
         if (pt.method == BP_METHOD_GPTQ &&
-            (rc = bp_calib_hessian_full(calib, cfg, pt.name, pt.cols, &h, err)) != BP_OK)
+            (rc = bp_calib_hessian_full(calib, cfg, pt.name, pt.cols, &h, err)) != BP_OK) {
+            free(key);
             return rc;
-        float *deq = malloc((size_t)pt.rows * (size_t)pt.cols * sizeof *deq);
+        }
+        size_t n = (size_t)pt.rows * (size_t)pt.cols;
+        float *deq = malloc(n * sizeof *deq);
         if (!deq) {
             free(h);
+            free(key);
             return bp_error_set(err, BP_ENOMEM, "tensor '%s': out of memory", pt.name);
         }
-        rc = bp_apply_tensor(t, &f, pt.method, h, NULL, 0, deq, err);
+        rc = bp_apply_plan_tensor(t, &pt, h, NULL, 0, deq, err);
         free(h);
         if (rc == BP_OK)
             rc = bp_llama_set_weight(llama, pt.name, deq, err);
+        if (rc == BP_OK && key) {
+            cache_put(cache, key, deq, n);
+            key = NULL;
+        }
+        free(key);
         free(deq);
         if (rc != BP_OK)
             return rc;
     }
     return BP_OK;
+}
+
+int bp_evaluate_apply_plan(bp_llama *llama, const bp_model *model, const bp_plan *plan,
+                           const bp_calib *calib, bp_error *err)
+{
+    return bp_evaluate_apply_plan_cached(llama, model, plan, calib, NULL, err);
 }
 
 /* Windows per chunk: bounds the cached reference distributions. */

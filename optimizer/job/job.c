@@ -10,6 +10,8 @@
 #include "bitplan/format.h"
 #include "bitplan/hash.h"
 #include "bitplan/progress.h"
+#include "bitplan/job_spec.h"
+#include "bitplan/task.h"
 #include "job_internal.h"
 
 #define BP_MENU_MAX 256
@@ -117,7 +119,7 @@ static int allowed_in_selection(const bp_selected_tensor *st, const char *format
 
 /* A table row's bytes must agree with the registry, or the plan would
  * promise a size the packed file does not have. */
-static int check_row_bytes(const bp_table_row *r, bp_error *err)
+int bp__job_check_row_bytes(const bp_table_row *r, bp_error *err)
 {
     bp_format f;
     bp_error perr;
@@ -201,7 +203,7 @@ int bp_job_build_problem(const bp_table *table, const bp_selection *sel,
                 row.rows = st->rows;
                 row.cols = st->cols;
             }
-            if ((rc = check_row_bytes(&row, err)) != BP_OK)
+            if ((rc = bp__job_check_row_bytes(&row, err)) != BP_OK)
                 goto out;
             double cost = (double)row.bytes;
             if ((rc = bp_problem_add_choice(p, (int32_t)r, row.metric[metric], &cost, err)) != BP_OK)
@@ -238,119 +240,44 @@ static int check_table_model(const bp_table *t, const char *path, const char *mo
 }
 
 
-int bp__job_problem(const bp_job_spec *spec, const bp_table *table, const bp_selection *sel,
-                    int metric, bp_quant_method method, bp_problem **out, bp_error *err)
+/* The real-loss search evaluates candidate plans as tasks; offline, those
+ * tasks run here, through the same driver and the same serialized params
+ * as with workers, so both give the same plan byte for byte. */
+static int run_through_driver(const bp_job_spec *spec, bp_plan **out, bp_error *err)
 {
-    int rc;
-    bp_problem *prob = NULL;
-    *out = NULL;
-    if ((rc = bp_job_build_problem(table, sel, (bp_metric)metric, method, &prob, err)) != BP_OK)
-        return rc;
-    /* Parameters covered by the budget: the selected tensors, or the
-     * table's tensors when solving a table alone. */
-    uint64_t params = 0;
-    if (sel) {
-        params = sel->total_params;
-    } else {
-        for (size_t i = 0; i < prob->n_items; i++) {
-            bp_table_row row;
-            bp_table_get_row(table, (size_t)prob->label[prob->item_start[i]], &row);
-            uint64_t n = row.params ? row.params : (uint64_t)row.rows * (uint64_t)row.cols;
-            if (n == 0 && spec->budget.kind == BP_BUDGET_BITS) {
-                rc = bp_error_set(err, BP_EINVAL,
-                                  "a bits budget needs each tensor's size: table row '%s' has no rows/cols/params",
-                                  row.tensor);
-                goto out;
-            }
-            params += n;
-        }
-    }
-    uint64_t capacity = 0;
-    if ((rc = bp_budget_capacity(&spec->budget, params, &capacity, err)) != BP_OK)
-        goto out;
-    if ((rc = bp_problem_set_constraint(prob, 0, "bytes", (double)capacity, err)) != BP_OK)
-        goto out;
-    *out = prob;
-    prob = NULL;
-out:
-    bp_problem_destroy(&prob);
+    char *json = bp_job_spec_to_json(spec, err);
+    if (!json)
+        return err ? err->code : BP_ENOMEM;
+    bp_job_register_tasks();
+    char *result = NULL;
+    int rc = bp_job_run_local(json, strlen(json), spec->quiet, &result, err);
+    free(json);
+    if (rc == BP_OK)
+        rc = bp_plan_from_string(result, "plan", out, err);
+    free(result);
     return rc;
-}
-
-int bp__job_make_plan(const bp_job_spec *spec, const bp_table *table, const bp_selection *sel,
-                      const bp_problem *prob, const bp_solution *sol, const char *model_hash, int metric,
-                      bp_plan **out, bp_error *err)
-{
-    int rc = BP_OK;
-    *out = NULL;
-    if (sol->status != BP_SOLVE_OPTIMAL && sol->status != BP_SOLVE_FEASIBLE)
-        return bp_error_set(err, BP_ESOLVER, "the solver stopped without a plan (status %s)",
-                            bp_solve_status_name(sol->status));
-    bp_plan *plan = bp_plan_new();
-    if (!plan)
-        return bp_error_set(err, BP_ENOMEM, "plan: out of memory");
-    uint64_t capacity = (uint64_t)prob->capacity[0];
-    if ((rc = bp_plan_set_tool(plan, "bitplan", BP_JOB_VERSION, err)) ||
-        (rc = bp_plan_set_model(plan, spec->model_dir ? spec->model_dir : bp_table_get_meta(table, "model"),
-                                model_hash && model_hash[0] ? model_hash : bp_table_get_meta(table, "model_hash"),
-                                err)) ||
-        (rc = bp_plan_set_metric(plan, (bp_metric)metric, err)) ||
-        (rc = bp_plan_set_calibration(plan, bp_table_get_meta(table, "calibration_id"),
-                                      bp_table_get_meta(table, "calibration_source"), err)) ||
-        (rc = bp_plan_set_budget(plan, spec->budget.kind, spec->budget.bits,
-                                 spec->budget.kind == BP_BUDGET_BYTES ? spec->budget.bytes : capacity, err)) ||
-        (rc = bp_plan_set_solver(plan, sol->solver, bp_solve_status_name(sol->status), sol->objective,
-                                 sol->bound, sol->gap, err)))
-        goto out;
-    for (size_t i = 0; i < prob->n_items; i++) {
-        size_t k = prob->item_start[i] + (size_t)sol->choice[i];
-        bp_table_row row;
-        bp_table_get_row(table, (size_t)prob->label[k], &row);
-        const bp_selected_tensor *st = sel ? &sel->tensors[i] : NULL;
-        bp_plan_tensor pt;
-        memset(&pt, 0, sizeof pt);
-        pt.name = prob->item_name[i];
-        pt.rows = st ? st->rows : row.rows;
-        pt.cols = st ? st->cols : row.cols;
-        pt.dtype = st ? bp_dtype_name(st->dtype) : "BF16";
-        pt.format = row.format;
-        pt.method = row.method;
-        pt.predicted_error = prob->error[k];
-        pt.blocks = NULL;
-        if ((rc = bp_plan_add_tensor(plan, &pt, err)) != BP_OK)
-            goto out;
-    }
-    if ((rc = bp_plan_validate(plan, err)) != BP_OK)
-        goto out;
-    *out = plan;
-    plan = NULL;
-out:
-    bp_plan_destroy(&plan);
-    return rc;
-}
-
-int bp__job_solve(const bp_job_spec *spec, const bp_problem *prob, bp_solution *sol, bp_error *err)
-{
-    if (spec->solver == BP_JOB_SOLVER_DP)
-        return bp_solve_dp(prob, 0, sol, err);
-    bp_ilp_options o;
-    bp_ilp_options_default(&o);
-    if (spec->time_limit_s > 0)
-        o.time_limit_s = spec->time_limit_s;
-    o.export_lp = spec->export_lp;
-    return bp_solve_ilp(prob, &o, sol, err);
 }
 
 int bp_job_run(const bp_job_spec *spec, bp_plan **out, bp_error *err)
 {
     *out = NULL;
+    /* Block cells, KV error terms and the real-loss search are measured by
+     * their own task kinds: run them through the driver. A table-only job
+     * (no model) re-solves here. */
+    int by_driver = bp__job_wants_real_loss(spec) ||
+                    (spec->model_dir && spec->granularity == BP_JOB_GRANULARITY_BLOCK) ||
+                    (spec->model_dir && spec->kv_context > 0 && spec->metric == BP_METRIC_DKL);
+    if (by_driver && !spec->export_lp) {
+        int rc = bp_job_spec_check(spec, err);
+        return rc != BP_OK ? rc : run_through_driver(spec, out, err);
+    }
     int rc = BP_OK;
     bp_model *model = NULL;
     bp_rules *rules = NULL;
     bp_selection *sel = NULL;
     bp_imatrix *imatrix = NULL;
     bp_table *table = NULL;
-    bp_problem *prob = NULL;
+    bp__job_problem *prob = NULL;
     bp_plan *plan = NULL;
     bp_llama *llama = NULL;
     bp_calib *calib = NULL;
@@ -364,6 +291,8 @@ int bp_job_run(const bp_job_spec *spec, bp_plan **out, bp_error *err)
 
     if (spec->budget.kind == BP_BUDGET_NONE)
         return bp_error_set(err, BP_EINVAL, "a budget is required (--budget-bits or --budget-bytes)");
+    if ((rc = bp_job_spec_check(spec, err)) != BP_OK)
+        return rc;
     if ((rc = bp_job_parse_formats(spec->formats, menu, BP_MENU_MAX, &n_menu, err)) != BP_OK)
         goto out;
     if (spec->rules_path && (rc = bp_rules_load(spec->rules_path, &rules, err)) != BP_OK)
@@ -461,9 +390,10 @@ int bp_job_run(const bp_job_spec *spec, bp_plan **out, bp_error *err)
     }
     double t_measured = bp_now_seconds();
 
-    if ((rc = bp__job_problem(spec, table, sel, metric, method, &prob, err)) != BP_OK)
+    if ((rc = bp__job_problem_build(spec, table, sel, rules, model, metric, method, &prob, err)) != BP_OK)
         goto out;
-    if ((rc = bp__job_solve(spec, prob, &sol, err)) != BP_OK)
+    bp__solve_opts so = {bp__job_solver_kind(spec), spec->time_limit_s, spec->export_lp};
+    if ((rc = bp__job_solve(&so, prob->prob, prob->meta, &sol, err)) != BP_OK)
         goto out;
     double t_solved = bp_now_seconds();
     if ((rc = bp__job_make_plan(spec, table, sel, prob, &sol, model_hash, metric, &plan, err)) != BP_OK)
@@ -477,7 +407,7 @@ int bp_job_run(const bp_job_spec *spec, bp_plan **out, bp_error *err)
 out:
     bp_solution_free(&sol);
     bp_plan_destroy(&plan);
-    bp_problem_destroy(&prob);
+    bp__job_problem_destroy(&prob);
     bp_table_destroy(&table);
     bp_eval_reference_destroy(&ref);
     bp_calib_destroy(&calib);

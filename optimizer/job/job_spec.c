@@ -1,6 +1,8 @@
 /* Job spec JSON <-> bp_job_spec. */
 #include "bitplan/job_spec.h"
 
+#include "bitplan/sweep.h"
+
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -83,6 +85,126 @@ static int number_text(json_t *v, char *buf, size_t cap)
     return 0;
 }
 
+/* "split_rows" and "split_min_weights": JSON 0 means "never split" / "any
+ * size", which the struct stores as -1 because its 0 means "default". */
+static int parse_split(json_t *root, bp_job_spec *s, const char *src, bp_error *err)
+{
+    int64_t rows = -2, weights = -2;
+    int rc = get_int(root, "split_rows", 0, 1L << 40, &rows, src, err);
+    if (rc != BP_OK)
+        return rc;
+    if (rows > 0 && rows % BP_SWEEP_CHUNK_ROWS != 0)
+        return bp_error_set(err, BP_EINVAL,
+                            "%s: \"split_rows\" = %lld is not a multiple of %d rows (0 = never split)", src,
+                            (long long)rows, BP_SWEEP_CHUNK_ROWS);
+    if ((rc = get_int(root, "split_min_weights", 0, 1L << 62, &weights, src, err)) != BP_OK)
+        return rc;
+    if (rows != -2)
+        s->split_rows = rows ? rows : -1;
+    if (weights != -2)
+        s->split_min_weights = weights ? weights : -1;
+    return BP_OK;
+}
+
+/* A string field that must be one of names[] (index into *out). */
+static int get_enum(json_t *root, const char *key, const char *const *names, int *out, const char *src, bp_error *err)
+{
+    const char *v = NULL;
+    int rc = get_str(root, key, &v, src, err);
+    if (rc != BP_OK || !v)
+        return rc;
+    char list[160] = "";
+    for (int i = 0; names[i]; i++) {
+        if (!strcmp(v, names[i])) {
+            *out = i;
+            return BP_OK;
+        }
+        strncat(list, i ? ", " : "", sizeof list - strlen(list) - 1);
+        strncat(list, names[i], sizeof list - strlen(list) - 1);
+    }
+    return bp_error_set(err, BP_EINVAL, "%s: unknown \"%s\" \"%s\" (%s)", src, key, v, list);
+}
+
+/* "evo": {"generations", "lambda", "promote", "seed", "windows"}, every
+ * field optional; "generations": 0 measures the baselines only. */
+static int parse_evo(json_t *root, bp_job_spec *s, const char *src, bp_error *err)
+{
+    json_t *e = json_object_get(root, "evo");
+    if (!e || json_is_null(e))
+        return BP_OK;
+    if (!json_is_object(e))
+        return fail(err, src, "\"evo\" must be an object%s%s", NULL, NULL);
+    static const char *const keys[] = {"generations", "lambda", "promote", "seed", "windows", NULL};
+    int rc = check_keys(e, keys, "\"evo\"", src, err);
+    int64_t gen = -2;
+    if (rc == BP_OK && json_object_get(e, "generations") &&
+        (rc = get_int(e, "generations", 0, 100000, &gen, src, err)) == BP_OK)
+        s->evo_generations = gen == 0 ? -1 : gen;
+    if (rc == BP_OK)
+        rc = get_int(e, "lambda", 1, 4096, &s->evo_lambda, src, err);
+    if (rc == BP_OK)
+        rc = get_int(e, "promote", 1, 4096, &s->evo_promote, src, err);
+    if (rc == BP_OK)
+        rc = get_int(e, "seed", 1, INT64_MAX, &s->evo_seed, src, err);
+    if (rc == BP_OK)
+        rc = get_int(e, "windows", 1, 1L << 30, &s->evo_windows, src, err);
+    if (rc == BP_OK && s->evo_lambda && s->evo_promote > s->evo_lambda)
+        return fail(err, src, "\"evo\": \"promote\" cannot exceed \"lambda\"%s%s", NULL, NULL);
+    return rc;
+}
+
+/* The constraint and search fields (docs/job-spec.md, "Constraints"). */
+static int parse_constraints(json_t *root, bp_job_spec *s, const char *src, bp_error *err)
+{
+    static const char *const searches[] = {"default", "ilp", "lagrange", "nsga2", "evo", NULL};
+    static const char *const grans[] = {"tensor", "block", NULL};
+    static const char *const axes[] = {"cols", "rows", NULL};
+    static const char *const phases[] = {"decode", "prefill", NULL};
+    static const char *const kvf[] = {"f16", "fp8_e4m3", "int8", "int4", NULL};
+    int search = 0, gran = 0, axis = 0, phase = 0, kv = 0;
+    int rc;
+    if ((rc = get_enum(root, "search", searches, &search, src, err)) ||
+        (rc = get_enum(root, "granularity", grans, &gran, src, err)) ||
+        (rc = get_enum(root, "block_axis", axes, &axis, src, err)) ||
+        (rc = get_enum(root, "phase", phases, &phase, src, err)) ||
+        (rc = get_enum(root, "kv_format", kvf, &kv, src, err)) ||
+        (rc = get_int(root, "block_size", 1, 1L << 30, &s->block_size, src, err)) ||
+        (rc = get_int(root, "batch", 1, 1L << 30, &s->batch, src, err)) ||
+        (rc = get_int(root, "kv_context", 1, 1L << 30, &s->kv_context, src, err)) ||
+        (rc = get_int(root, "kv_batch", 1, 1L << 30, &s->kv_batch, src, err)) ||
+        (rc = get_str(root, "profile", &s->profile, src, err)) ||
+        (rc = get_str(root, "profile_fallback", &s->profile_fallback, src, err)) ||
+        (rc = parse_evo(root, s, src, err)))
+        return rc;
+    if (search == 0 && json_object_get(root, "search"))
+        return bp_error_set(err, BP_EINVAL, "%s: unknown \"search\" \"default\" (ilp, lagrange, nsga2, evo)", src);
+    s->search = (bp_job_search)search;
+    s->granularity = (bp_job_granularity)gran;
+    s->block_axis = axis;
+    s->phase = phase;
+    s->kv_format = kv;
+    json_t *lat = json_object_get(root, "latency_us");
+    if (lat && !json_is_null(lat)) {
+        if (!json_is_number(lat) || !isfinite(json_number_value(lat)) || json_number_value(lat) <= 0)
+            return fail(err, src, "\"latency_us\" must be a positive number of microseconds%s%s", NULL, NULL);
+        s->latency_us = json_number_value(lat);
+    }
+    json_t *bo = json_object_get(root, "bops");
+    if (bo && !json_is_null(bo)) {
+        if (json_is_string(bo)) {
+            if ((rc = bp_job_parse_si(json_string_value(bo), "\"bops\"", &s->bops, err)) != BP_OK)
+                return bp_error_prefix(err, "%s", src);
+        } else if (!json_is_number(bo) || !isfinite(json_number_value(bo)) || json_number_value(bo) <= 0) {
+            return fail(err, src, "\"bops\" must be a positive number or text like \"1.5G\"%s%s", NULL, NULL);
+        } else {
+            s->bops = json_number_value(bo);
+        }
+    }
+    if ((rc = bp_job_spec_check(s, err)) != BP_OK)
+        return bp_error_prefix(err, "%s", src);
+    return BP_OK;
+}
+
 int bp_job_spec_parse(const char *json, size_t len, const char *source, bp_job_spec_doc **out, bp_error *err)
 {
     *out = NULL;
@@ -108,7 +230,10 @@ int bp_job_spec_parse(const char *json, size_t len, const char *source, bp_job_s
     }
     static const char *const top[] = {"schema", "kind", "model", "budget", "formats", "rules", "imatrix",
                                       "metric", "method", "solver", "time_limit_s", "table", "calibration",
-                                      "model_hash", "export_lp", "resweep", NULL};
+                                      "model_hash", "export_lp", "resweep", "split_rows",
+                                      "split_min_weights", "search", "granularity", "block_size", "block_axis",
+                                      "latency_us", "profile", "profile_fallback", "phase", "batch", "bops",
+                                      "kv_context", "kv_batch", "kv_format", "evo", NULL};
     if ((rc = check_keys(d->root, top, "the spec", src, err)) != BP_OK)
         goto fail;
     json_t *schema = json_object_get(d->root, "schema");
@@ -135,20 +260,29 @@ int bp_job_spec_parse(const char *json, size_t len, const char *source, bp_job_s
     }
     /* budget */
     json_t *b = json_object_get(d->root, "budget");
-    if (!json_is_object(b) || json_object_size(b) != 1) {
-        rc = fail(err, src, "\"budget\" must be an object with one of \"bits\" or \"bytes\"%s%s", NULL, NULL);
+    if (!json_is_object(b) || json_object_size(b) < 1 || json_object_size(b) > 2) {
+        rc = fail(err, src, "\"budget\" must be an object with \"bits\", \"bytes\" or both%s%s", NULL, NULL);
         goto fail;
     }
     {
         char text[64];
         json_t *bits = json_object_get(b, "bits"), *bytes = json_object_get(b, "bytes");
         json_t *v = bits ? bits : bytes;
-        if (!v || number_text(v, text, sizeof text)) {
-            rc = fail(err, src, "\"budget\" must be {\"bits\": number} or {\"bytes\": number or \"7.5GB\"}%s%s",
+        if (!v || number_text(v, text, sizeof text) || (json_object_size(b) == 2 && (!bits || !bytes))) {
+            rc = fail(err, src, "\"budget\" must be {\"bits\": number} and/or {\"bytes\": number or \"7.5GB\"}%s%s",
                       NULL, NULL);
             goto fail;
         }
         rc = bits ? bp_budget_parse_bits(text, &s->budget, err) : bp_budget_parse_bytes(text, &s->budget, err);
+        if (rc == BP_OK && bits && bytes) {
+            bp_budget second;
+            if (number_text(bytes, text, sizeof text)) {
+                rc = fail(err, src, "\"budget.bytes\" must be a number or \"7.5GB\"%s%s", NULL, NULL);
+                goto fail;
+            }
+            if ((rc = bp_budget_parse_bytes(text, &second, err)) == BP_OK)
+                s->budget_bytes = second.bytes;
+        }
         if (rc != BP_OK) {
             bp_error_prefix(err, "%s: budget", src);
             goto fail;
@@ -235,6 +369,10 @@ int bp_job_spec_parse(const char *json, size_t len, const char *source, bp_job_s
         }
         s->resweep = json_is_true(rs);
     }
+    if ((rc = parse_split(d->root, s, src, err)) != BP_OK)
+        goto fail;
+    if ((rc = parse_constraints(d->root, s, src, err)) != BP_OK)
+        goto fail;
     json_t *mh = json_object_get(d->root, "model_hash");
     if (mh && !json_is_null(mh)) {
         if (!json_is_boolean(mh)) {
@@ -299,6 +437,50 @@ static void set_str(json_t *o, const char *k, const char *v)
         json_object_set_new(o, k, json_string(v));
 }
 
+static void write_constraints(json_t *o, const bp_job_spec *s)
+{
+    static const char *const kvf[] = {"f16", "fp8_e4m3", "int8", "int4"};
+    if (s->search != BP_JOB_SEARCH_DEFAULT)
+        json_object_set_new(o, "search", json_string(bp_job_search_name(s->search)));
+    if (s->evo_generations || s->evo_lambda || s->evo_promote || s->evo_seed || s->evo_windows) {
+        json_t *e = json_object();
+        if (s->evo_generations)
+            json_object_set_new(e, "generations", json_integer(s->evo_generations < 0 ? 0 : s->evo_generations));
+        if (s->evo_lambda)
+            json_object_set_new(e, "lambda", json_integer(s->evo_lambda));
+        if (s->evo_promote)
+            json_object_set_new(e, "promote", json_integer(s->evo_promote));
+        if (s->evo_seed)
+            json_object_set_new(e, "seed", json_integer(s->evo_seed));
+        if (s->evo_windows)
+            json_object_set_new(e, "windows", json_integer(s->evo_windows));
+        json_object_set_new(o, "evo", e);
+    }
+    if (s->granularity == BP_JOB_GRANULARITY_BLOCK) {
+        json_object_set_new(o, "granularity", json_string("block"));
+        json_object_set_new(o, "block_size", json_integer(s->block_size));
+        json_object_set_new(o, "block_axis", json_string(s->block_axis == BP_BLOCK_AXIS_ROWS ? "rows" : "cols"));
+    }
+    if (s->latency_us > 0) {
+        json_object_set_new(o, "latency_us", json_real(s->latency_us));
+        set_str(o, "profile", s->profile);
+        set_str(o, "profile_fallback", s->profile_fallback);
+        if (s->phase == BP_PHASE_PREFILL)
+            json_object_set_new(o, "phase", json_string("prefill"));
+        if (s->batch > 0)
+            json_object_set_new(o, "batch", json_integer(s->batch));
+    }
+    if (s->bops > 0)
+        json_object_set_new(o, "bops", json_real(s->bops));
+    if (s->kv_context > 0) {
+        json_object_set_new(o, "kv_context", json_integer(s->kv_context));
+        if (s->kv_batch > 0)
+            json_object_set_new(o, "kv_batch", json_integer(s->kv_batch));
+        if (s->kv_format > 0 && s->kv_format < 4)
+            json_object_set_new(o, "kv_format", json_string(kvf[s->kv_format]));
+    }
+}
+
 char *bp_job_spec_to_json(const bp_job_spec *s, bp_error *err)
 {
     json_t *o = json_object();
@@ -325,6 +507,11 @@ char *bp_job_spec_to_json(const bp_job_spec *s, bp_error *err)
     } else {
         char text[32];
         snprintf(text, sizeof text, "%llu", (unsigned long long)s->budget.bytes);
+        json_object_set_new(b, "bytes", json_string(text));
+    }
+    if (s->budget_bytes > 0) {
+        char text[32];
+        snprintf(text, sizeof text, "%llu", (unsigned long long)s->budget_bytes);
         json_object_set_new(b, "bytes", json_string(text));
     }
     json_object_set_new(o, "budget", b);
@@ -355,6 +542,12 @@ char *bp_job_spec_to_json(const bp_job_spec *s, bp_error *err)
         json_object_set_new(o, "model_hash", json_false());
     if (s->resweep)
         json_object_set_new(o, "resweep", json_true());
+    write_constraints(o, s);
+    if (s->split_rows)
+        json_object_set_new(o, "split_rows", json_integer(s->split_rows > 0 ? s->split_rows : 0));
+    if (s->split_min_weights)
+        json_object_set_new(o, "split_min_weights",
+                            json_integer(s->split_min_weights > 0 ? s->split_min_weights : 0));
     if (bp_calib_spec_given(&s->calib)) {
         json_t *c = json_object();
         set_str(c, "text", s->calib.text_path);

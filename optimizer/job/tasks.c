@@ -1,8 +1,9 @@
-/* The built-in task kinds that workers run: measure (one tensor over its
- * formats), hessian (one shard of calibration sequences), solve (one
- * allocation problem). Each validates its params completely: they come
- * from the network. */
+/* The built-in task kinds that workers run: measure (one tensor, or a row
+ * block of one, over its formats), hessian (one shard of calibration
+ * sequences), solve (one allocation problem). Each validates its params
+ * completely: they come from the network. */
 #include <errno.h>
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -180,6 +181,53 @@ static int cached_llama(bp_llama **l, bp_error *err)
 
 /* ---- measure -------------------------------------------------------------- */
 
+/* The rows a measure task covers ("row0", "rows"; absent: the whole
+ * tensor) and the whole tensor's max |w| for nvfp4 ("absmax"; absent: read
+ * from the tensor). The range itself is checked by bp__job_measure_rows. */
+static int measure_range(const msgpack_object *p, const bp_selected_tensor *st, int64_t *row0, int64_t *nrows,
+                         float *absmax, bp_error *err)
+{
+    int rc;
+    if ((rc = get_i64_default(p, "row0", 0, 0, st->rows - 1, row0, err)) != BP_OK ||
+        (rc = get_i64_default(p, "rows", st->rows - *row0, 1, st->rows - *row0, nrows, err)) != BP_OK)
+        return rc;
+    double a = -1.0;
+    rc = bp_mp_get_f64(p, "absmax", &a, err);
+    if (rc == BP_ENOTFOUND) {
+        bp_error_clear(err);
+        *absmax = -1.0f;
+        return BP_OK;
+    }
+    if (rc != BP_OK)
+        return rc;
+    if (!(a >= 0.0 && a <= FLT_MAX) || (double)(float)a != a)
+        return bp_error_set(err, BP_EINVAL, "task params: \"absmax\" must be a float >= 0");
+    *absmax = (float)a;
+    return BP_OK;
+}
+
+/* The result of a measure task: its row range, the formats and metrics it
+ * holds, and the partial sums as binary arrays (bp_measure_part). */
+static int pack_measure_part(bp_task_ctx *ctx, const bp_measure_part *part, bp_error *err)
+{
+    int64_t nc = bp__measure_part_chunks(part->nrows);
+    msgpack_pack_map(ctx->result, 4);
+    bp__pack_key(ctx->result, "row0");
+    msgpack_pack_int64(ctx->result, part->row0);
+    bp__pack_key(ctx->result, "rows");
+    msgpack_pack_int64(ctx->result, part->nrows);
+    bp__pack_key(ctx->result, "formats");
+    msgpack_pack_uint64(ctx->result, part->nfmt);
+    bp__pack_key(ctx->result, "metrics");
+    msgpack_pack_uint64(ctx->result, part->metrics);
+    int rc = bp_task_add_bin(ctx, "chunks", BP_WIRE_F64, part->chunk, part->nfmt * 2 * (uint64_t)nc, err);
+    if (rc == BP_OK && part->row_hfull)
+        rc = bp_task_add_bin(ctx, "hfull", BP_WIRE_F64, part->row_hfull, part->nfmt * (uint64_t)part->nrows, err);
+    if (rc == BP_OK && part->dkl)
+        rc = bp_task_add_bin(ctx, "dkl", BP_WIRE_F64, part->dkl, part->nfmt, err);
+    return rc;
+}
+
 static int task_measure(bp_task_ctx *ctx, bp_error *err)
 {
     const msgpack_object *p = ctx->params;
@@ -188,10 +236,10 @@ static int task_measure(bp_task_ctx *ctx, bp_error *err)
     char *calib_id = NULL, *imatrix = NULL, *text = NULL, *tokens = NULL;
     bp_selected_tensor st;
     memset(&st, 0, sizeof st);
-    bp_table *table = NULL;
-    double *values = NULL;
-    uint8_t *mask = NULL;
-    int64_t *bytes = NULL;
+    bp_measure_part part;
+    memset(&part, 0, sizeof part);
+    int64_t row0 = 0, nrows = 0;
+    float absmax = -1.0f;
     int want_dkl = 0, diag_only = 0;
     int64_t ctx_len = 0, n_seq = 0, klw = 0;
 
@@ -327,46 +375,11 @@ static int task_measure(bp_task_ctx *ctx, bp_error *err)
     }
     (void)diag_only;
 
-    table = bp_table_new();
-    if (!table) {
-        rc = bp_error_set(err, BP_ENOMEM, "out of memory");
-        goto out;
-    }
-    bp_table_declare_metric(table, BP_METRIC_MSE, NULL);
-    if ((rc = bp__job_measure_tensor(ti, &st, &env, table, err)) != BP_OK)
-        goto out;
-    size_t nrow = bp_table_count(table);
-    values = calloc(nrow * BP_METRIC_N_ERROR, sizeof *values);
-    mask = calloc(nrow * BP_METRIC_N_ERROR, 1);
-    bytes = calloc(nrow, sizeof *bytes);
-    if (!values || !mask || !bytes) {
-        rc = bp_error_set(err, BP_ENOMEM, "out of memory");
-        goto out;
-    }
-    for (size_t r = 0; r < nrow; r++) {
-        bp_table_row row;
-        bp_table_get_row(table, r, &row);
-        bytes[r] = (int64_t)row.bytes;
-        for (int m = 0; m < BP_METRIC_N_ERROR; m++)
-            if (!isnan(row.metric[m])) {
-                values[r * BP_METRIC_N_ERROR + (size_t)m] = row.metric[m];
-                mask[r * BP_METRIC_N_ERROR + (size_t)m] = 1;
-            }
-    }
-    msgpack_pack_map(ctx->result, 2);
-    bp__pack_key(ctx->result, "rows");
-    msgpack_pack_uint64(ctx->result, nrow);
-    bp__pack_key(ctx->result, "metrics");
-    msgpack_pack_uint64(ctx->result, BP_METRIC_N_ERROR);
-    if ((rc = bp_task_add_bin(ctx, "bytes", BP_WIRE_I64, bytes, nrow, err)) ||
-        (rc = bp_task_add_bin(ctx, "values", BP_WIRE_F64, values, nrow * BP_METRIC_N_ERROR, err)) ||
-        (rc = bp_task_add_bin(ctx, "mask", BP_WIRE_U8, mask, nrow * BP_METRIC_N_ERROR, err)))
-        goto out;
+    if ((rc = measure_range(p, &st, &row0, &nrows, &absmax, err)) == BP_OK &&
+        (rc = bp__job_measure_rows(ti, &st, &env, row0, nrows, absmax, &part, err)) == BP_OK)
+        rc = pack_measure_part(ctx, &part, err);
 out:
-    bp_table_destroy(&table);
-    free(values);
-    free(mask);
-    free(bytes);
+    bp__measure_part_free(&part);
     free(st.formats);
     free(model_dir);
     free(model_hash);
@@ -477,6 +490,40 @@ out:
 
 /* ---- solve --------------------------------------------------------------------- */
 
+/* One constraint of the solve params: {name, capacity, unit, scale,
+ * offset}, every field checked (it comes from the network). */
+static int read_constraint(const msgpack_object *c, size_t j, bp_problem *prob, bp__constraint_meta *m,
+                           bp_error *err)
+{
+    bp_str name, unit;
+    double cap = 0;
+    if (c->type != MSGPACK_OBJECT_MAP || bp_mp_get_str(c, "name", &name, err) ||
+        bp_mp_get_str(c, "unit", &unit, err) || bp_mp_get_f64(c, "capacity", &cap, err) ||
+        bp_mp_get_f64(c, "scale", &m->scale, err) || bp_mp_get_f64(c, "offset", &m->offset, err))
+        return bp_error_set(err, BP_EINVAL, "solve task: constraints[%zu] needs name, capacity, unit, scale, offset",
+                            j);
+    if (name.len == 0 || name.len >= BP_CONSTRAINT_NAME_MAX || memchr(name.ptr, 0, name.len) ||
+        unit.len == 0 || unit.len >= sizeof m->unit || memchr(unit.ptr, 0, unit.len))
+        return bp_error_set(err, BP_EINVAL, "solve task: constraints[%zu]: bad name or unit", j);
+    if (!(m->scale > 0) || !isfinite(m->scale) || !(m->offset >= 0) || !isfinite(m->offset) ||
+        fabs(cap) > 1e100)
+        return bp_error_set(err, BP_EINVAL, "solve task: constraints[%zu]: bad capacity, scale or offset", j);
+    char cname[BP_CONSTRAINT_NAME_MAX];
+    memcpy(cname, name.ptr, name.len);
+    cname[name.len] = '\0';
+    memcpy(m->unit, unit.ptr, unit.len);
+    m->unit[unit.len] = '\0';
+    return bp_problem_set_constraint(prob, j, cname, cap, err);
+}
+
+static const bp_bin_view *solve_bin(const bp_task_ctx *ctx, const char *name)
+{
+    for (size_t i = 0; i < ctx->n_bins; i++)
+        if (ctx->bins[i].name.len == strlen(name) && !memcmp(ctx->bins[i].name.ptr, name, strlen(name)))
+            return &ctx->bins[i];
+    return NULL;
+}
+
 static int task_solve(bp_task_ctx *ctx, bp_error *err)
 {
     const msgpack_object *p = ctx->params;
@@ -487,34 +534,44 @@ static int task_solve(bp_task_ctx *ctx, bp_error *err)
     int64_t *start = NULL, *choice = NULL;
     double *errv = NULL, *cost = NULL;
     char *solver = bp__mp_strdup(p, "solver", 1, err);
-    double capacity = 0, tlim = 0;
-    int64_t n_items = 0, n_choices = 0;
+    double tlim = 0;
+    int64_t n_items = 0;
+    bp__constraint_meta meta[BP_MAX_CONSTRAINTS];
+    memset(meta, 0, sizeof meta);
     if (!solver) {
         rc = err ? err->code : BP_EINVAL;
         goto out;
     }
-    if ((rc = bp_mp_get_f64(p, "capacity", &capacity, err)) ||
-        (rc = get_i64_default(p, "items", -1, 1, 100000000, &n_items, err)))
+    int kind = bp__solver_kind_from_name(solver);
+    if (kind < 0) {
+        rc = bp_error_set(err, BP_EINVAL, "solve task: unknown solver '%s' (ilp, dp, lagrange, nsga2)", solver);
         goto out;
-    if (bp_mp_get_f64(p, "time_limit_s", &tlim, err) != BP_OK) {
+    }
+    if ((rc = get_i64_default(p, "items", -1, 1, 100000000, &n_items, err)))
+        goto out;
+    if (n_items < 1) {
+        rc = bp_error_set(err, BP_EINVAL, "solve task: \"items\" is required");
+        goto out;
+    }
+    if (bp_mp_get_f64(p, "time_limit_s", &tlim, err) != BP_OK || !(tlim > 0) || tlim > 1e6) {
         bp_error_clear(err);
         tlim = 0;
     }
-    const bp_bin_view *bs = NULL, *be = NULL, *bc = NULL;
-    for (size_t i = 0; i < ctx->n_bins; i++) {
-        const bp_bin_view *v = &ctx->bins[i];
-        if (v->name.len == 5 && !memcmp(v->name.ptr, "start", 5))
-            bs = v;
-        else if (v->name.len == 5 && !memcmp(v->name.ptr, "error", 5))
-            be = v;
-        else if (v->name.len == 4 && !memcmp(v->name.ptr, "cost", 4))
-            bc = v;
-    }
-    if (!bs || !be || !bc || bs->count != (uint64_t)n_items + 1 || be->count != bc->count) {
-        rc = bp_error_set(err, BP_EINVAL, "solve task: needs binary inputs start[items+1], error[n], cost[n]");
+    const msgpack_object *cons = NULL;
+    size_t m = 0;
+    if (bp_mp_get_array(p, "constraints", &cons, &m, err) != BP_OK || m < 1 || m > BP_MAX_CONSTRAINTS) {
+        rc = bp_error_set(err, BP_EINVAL, "solve task: \"constraints\" must list 1..%d constraints",
+                          BP_MAX_CONSTRAINTS);
         goto out;
     }
-    n_choices = (int64_t)be->count;
+    const bp_bin_view *bs = solve_bin(ctx, "start"), *be = solve_bin(ctx, "error"), *bc = solve_bin(ctx, "cost");
+    if (!bs || !be || !bc || bs->count != (uint64_t)n_items + 1 || be->count > 500000000ULL ||
+        bc->count != be->count * m) {
+        rc = bp_error_set(err, BP_EINVAL,
+                          "solve task: needs binary inputs start[items+1], error[n], cost[n * constraints]");
+        goto out;
+    }
+    int64_t n_choices = (int64_t)be->count;
     start = malloc(bs->size);
     errv = malloc(be->size ? be->size : 1);
     cost = malloc(bc->size ? bc->size : 1);
@@ -530,36 +587,31 @@ static int task_solve(bp_task_ctx *ctx, bp_error *err)
         rc = bp_error_set(err, BP_EINVAL, "solve task: inconsistent item starts");
         goto out;
     }
-    prob = bp_problem_new(1);
-    if (!prob) {
+    if (!(prob = bp_problem_new(m))) {
         rc = bp_error_set(err, BP_ENOMEM, "out of memory");
         goto out;
     }
     for (int64_t i = 0; i < n_items; i++) {
         char name[32];
         snprintf(name, sizeof name, "item%lld", (long long)i);
-        if (start[i + 1] < start[i] || start[i + 1] > n_choices) {
+        if (start[i + 1] <= start[i] || start[i + 1] > n_choices) {
             rc = bp_error_set(err, BP_EINVAL, "solve task: item %lld has a bad choice range", (long long)i);
             goto out;
         }
         if ((rc = bp_problem_add_item(prob, name, err)) != BP_OK)
             goto out;
         for (int64_t k = start[i]; k < start[i + 1]; k++)
-            if ((rc = bp_problem_add_choice(prob, (int32_t)(k - start[i]), errv[k], &cost[k], err)) != BP_OK)
+            if ((rc = bp_problem_add_choice(prob, (int32_t)(k - start[i]), errv[k], &cost[(size_t)k * m], err)) !=
+                BP_OK)
                 goto out;
     }
-    if ((rc = bp_problem_set_constraint(prob, 0, "bytes", capacity, err)) != BP_OK)
+    for (size_t j = 0; j < m; j++)
+        if ((rc = read_constraint(&cons[j], j, prob, &meta[j], err)) != BP_OK)
+            goto out;
+    if ((rc = bp_problem_validate(prob, err)) != BP_OK)
         goto out;
-    bp_job_spec spec;
-    bp_job_spec_default(&spec);
-    if (!strcmp(solver, "dp"))
-        spec.solver = BP_JOB_SOLVER_DP;
-    else if (strcmp(solver, "ilp")) {
-        rc = bp_error_set(err, BP_EINVAL, "solve task: unknown solver '%s'", solver);
-        goto out;
-    }
-    spec.time_limit_s = tlim;
-    if ((rc = bp__job_solve(&spec, prob, &sol, err)) != BP_OK)
+    bp__solve_opts so = {(bp__solver_kind)kind, tlim, NULL};
+    if ((rc = bp__job_solve(&so, prob, meta, &sol, err)) != BP_OK)
         goto out;
     choice = malloc((size_t)n_items * sizeof *choice);
     if (!choice) {
@@ -600,4 +652,6 @@ void bp__tasks_register_builtin(void)
     bp_task_register("measure", task_measure);
     bp_task_register("hessian", task_hessian);
     bp_task_register("solve", task_solve);
+    bp__tasks_register_eval();
+    bp__tasks_register_blocks();
 }

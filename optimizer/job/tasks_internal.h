@@ -11,5 +11,7 @@ void bp__pack_str(msgpack_packer *pk, const char *key, const char *value);
 void bp__pack_key(msgpack_packer *pk, const char *key);
 void bp__tasks_register_builtin(void);
 void bp__tasks_drop_caches(void);
+void bp__tasks_register_eval(void); /* "evaluate" and "measure_kv" (task_eval.c) */
+void bp__tasks_register_blocks(void); /* "measure_blocks" (task_blocks.c) */
 
 #endif

@@ -57,6 +57,9 @@ struct bp_plan {
     size_t n_timing, cap_timing;
     int deterministic;
     json_t *search; /* object or NULL */
+    int has_kv;
+    bp_plan_kv_cache kv;        /* layers points at kv_layers */
+    bp_plan_kv_layer *kv_layers;
 };
 
 /* ---- small helpers ------------------------------------------------------- */
@@ -141,6 +144,7 @@ void bp_plan_destroy(bp_plan **pp)
     free(p->timing_key);
     free(p->timing_val);
     json_decref(p->search);
+    free(p->kv_layers);
     free(p);
     *pp = NULL;
 }
@@ -598,6 +602,111 @@ char *bp_plan_search_json(const bp_plan *p)
     return json_dumps(p->search, JSON_COMPACT | JSON_REAL_PRECISION(17));
 }
 
+/* ---- KV cache -------------------------------------------------------------- */
+
+/* Validate a section and compute every layer's bytes (per, n_layers
+ * entries) and the total. ctx prefixes messages ("kv_cache." from the API,
+ * "plan.json: kv_cache." from the reader). */
+static int kv_check(const bp_plan_kv_cache *kv, const char *ctx, uint64_t *per,
+                    uint64_t *total, bp_error *err)
+{
+    const struct {
+        const char *name;
+        int64_t v;
+    } dims[] = {{"context", kv->context},
+                {"batch", kv->batch},
+                {"n_kv_heads", kv->n_kv_heads},
+                {"head_dim", kv->head_dim}};
+    for (size_t i = 0; i < sizeof dims / sizeof *dims; i++)
+        if (dims[i].v < 1)
+            return bp_error_set(err, BP_EINVAL, "%s%s: %" PRId64 " must be >= 1", ctx,
+                                dims[i].name, dims[i].v);
+    if (kv->n_layers == 0 || !kv->layers)
+        return bp_error_set(err, BP_EINVAL, "%slayers: must list at least one layer", ctx);
+    const bp_kv_shape shape = {1, kv->n_kv_heads, kv->head_dim};
+    uint64_t sum = 0;
+    for (size_t i = 0; i < kv->n_layers; i++) {
+        const bp_plan_kv_layer *l = &kv->layers[i];
+        if (l->layer < 0)
+            return bp_error_set(err, BP_EINVAL, "%slayers[%zu].layer: %" PRId64
+                                " must be >= 0", ctx, i, l->layer);
+        if (i > 0 && l->layer <= kv->layers[i - 1].layer)
+            return bp_error_set(err, BP_EINVAL,
+                                "%slayers[%zu].layer: %" PRId64 " does not follow %" PRId64
+                                " (layers must be unique and increasing)",
+                                ctx, i, l->layer, kv->layers[i - 1].layer);
+        if (!bp_kv_format_name(l->format))
+            return bp_error_set(err, BP_EINVAL, "%slayers[%zu].format: unknown KV format %d",
+                                ctx, i, (int)l->format);
+        bp_error be;
+        if (bp_kv_bytes(&shape, l->format, kv->context, kv->batch, &per[i], &be) != BP_OK)
+            return bp_error_set(err, BP_EINVAL, "%slayers[%zu].bytes: %s", ctx, i, be.msg);
+        if (per[i] > UINT64_MAX - sum)
+            return bp_error_set(err, BP_EINVAL, "%sbytes: total overflows 64 bits", ctx);
+        sum += per[i];
+    }
+    if (sum > INT64_MAX)
+        return bp_error_set(err, BP_EINVAL, "%sbytes: total %" PRIu64 " exceeds 2^63", ctx,
+                            sum);
+    *total = sum;
+    return BP_OK;
+}
+
+static int set_kv_ctx(bp_plan *p, const bp_plan_kv_cache *kv, const char *ctx, bp_error *err)
+{
+    if (!kv) {
+        free(p->kv_layers);
+        p->kv_layers = NULL;
+        memset(&p->kv, 0, sizeof p->kv);
+        p->has_kv = 0;
+        return BP_OK;
+    }
+    bp_plan_kv_layer *layers =
+        kv->n_layers && kv->n_layers <= SIZE_MAX / sizeof *layers
+            ? malloc(kv->n_layers * sizeof *layers)
+            : NULL;
+    uint64_t *per = kv->n_layers ? calloc(kv->n_layers, sizeof *per) : NULL;
+    if (kv->n_layers && (!layers || !per)) {
+        free(layers);
+        free(per);
+        return bp_error_set(err, BP_ENOMEM, "plan: out of memory");
+    }
+    uint64_t total = 0;
+    int rc = kv_check(kv, ctx, per, &total, err);
+    if (rc == BP_OK) {
+        for (size_t i = 0; i < kv->n_layers; i++) {
+            layers[i] = kv->layers[i];
+            layers[i].bytes = per[i];
+        }
+        free(p->kv_layers);
+        p->kv_layers = layers;
+        p->kv = *kv;
+        p->kv.layers = layers;
+        p->kv.bytes = total;
+        p->has_kv = 1;
+        layers = NULL;
+    }
+    free(layers);
+    free(per);
+    return rc;
+}
+
+int bp_plan_set_kv_cache(bp_plan *p, const bp_plan_kv_cache *kv, bp_error *err)
+{
+    if (!p)
+        return bp_error_set(err, BP_EINVAL, "bp_plan_set_kv_cache: NULL plan");
+    return set_kv_ctx(p, kv, "kv_cache.", err);
+}
+
+int bp_plan_get_kv_cache(const bp_plan *p, bp_plan_kv_cache *out)
+{
+    if (!p || !p->has_kv)
+        return 0;
+    if (out)
+        *out = p->kv;
+    return 1;
+}
+
 static void totals(const bp_plan *p, uint64_t *params, uint64_t *bytes)
 {
     uint64_t pa = 0, by = 0;
@@ -638,6 +747,7 @@ void bp_plan_get_info(const bp_plan *p, bp_plan_info *o)
     o->gap = p->gap;
     o->deterministic = p->deterministic;
     o->n_timing = p->n_timing;
+    o->kv_bytes = p->has_kv ? p->kv.bytes : 0;
 }
 
 int bp_plan_timing_at(const bp_plan *p, size_t i, const char **key, double *seconds)
@@ -681,6 +791,11 @@ int bp_plan_validate(const bp_plan *p, bp_error *err)
         return bp_error_set(err, BP_EINVAL,
                             "budget: achieved %" PRIu64 " bytes exceed the asked %" PRIu64,
                             bytes, p->asked_bytes);
+    if (p->has_kv && p->kv.bytes > p->asked_bytes - bytes)
+        return bp_error_set(err, BP_EINVAL,
+                            "budget: achieved %" PRIu64 " weight bytes + %" PRIu64
+                            " KV-cache bytes exceed the asked %" PRIu64,
+                            bytes, p->kv.bytes, p->asked_bytes);
     double exact = p->asked_bits * (double)params / 8.0; /* bytes */
     if (p->given == BP_BUDGET_BITS) {
         if (fabs((double)p->asked_bytes - exact) > 1.0 + 1e-9 * exact)
@@ -737,6 +852,27 @@ static json_t *blocks_json(const iblocks *b, int *bad)
             *bad = 1;
     }
     put(o, "runs", ra, bad);
+    return o;
+}
+
+static json_t *kv_json(const bp_plan_kv_cache *kv, int *bad)
+{
+    json_t *o = json_object();
+    put(o, "context", json_integer(kv->context), bad);
+    put(o, "batch", json_integer(kv->batch), bad);
+    put(o, "n_kv_heads", json_integer(kv->n_kv_heads), bad);
+    put(o, "head_dim", json_integer(kv->head_dim), bad);
+    put(o, "bytes", json_integer((json_int_t)kv->bytes), bad);
+    json_t *la = json_array();
+    for (size_t i = 0; i < kv->n_layers; i++) {
+        json_t *e = json_object();
+        put(e, "layer", json_integer(kv->layers[i].layer), bad);
+        put(e, "format", json_string(bp_kv_format_name(kv->layers[i].format)), bad);
+        put(e, "bytes", json_integer((json_int_t)kv->layers[i].bytes), bad);
+        if (!la || json_array_append_new(la, e))
+            *bad = 1;
+    }
+    put(o, "layers", la, bad);
     return o;
 }
 
@@ -811,6 +947,8 @@ char *bp_plan_to_string(const bp_plan *p, bp_error *err)
             bad = 1;
     }
     put(root, "tensors", ta, &bad);
+    if (p->has_kv)
+        put(root, "kv_cache", kv_json(&p->kv, &bad), &bad);
     if (p->search)
         put(root, "search", json_deep_copy(p->search), &bad);
     if (!p->deterministic && p->n_timing) {
@@ -1112,6 +1250,78 @@ static int read_tensor(const rd *r, bp_plan *p, json_t *e, size_t i)
     return BP_OK;
 }
 
+/* The kv_cache section: shape, then layers; bytes recomputed and compared. */
+static int read_kv_cache(const rd *r, bp_plan *p, json_t *o)
+{
+    static const char *const keys[] = {"context", "batch", "n_kv_heads", "head_dim",
+                                       "bytes",   "layers", NULL};
+    static const char *const layer_keys[] = {"layer", "format", "bytes", NULL};
+    int rc = check_object(r, o, "kv_cache", keys);
+    if (rc)
+        return rc;
+    uint64_t context, batch, heads, dim, total;
+    if ((rc = get_u64(r, o, "kv_cache", "context", 1, &context)) ||
+        (rc = get_u64(r, o, "kv_cache", "batch", 1, &batch)) ||
+        (rc = get_u64(r, o, "kv_cache", "n_kv_heads", 1, &heads)) ||
+        (rc = get_u64(r, o, "kv_cache", "head_dim", 1, &dim)) ||
+        (rc = get_u64(r, o, "kv_cache", "bytes", 0, &total)))
+        return rc;
+    json_t *la = json_object_get(o, "layers");
+    if (!json_is_array(la) || json_array_size(la) == 0)
+        return fail(r, "kv_cache.layers", la ? "must be a non-empty array" : "missing");
+    const size_t n = json_array_size(la);
+    bp_plan_kv_layer *layers = calloc(n, sizeof *layers);
+    uint64_t *file_bytes = calloc(n, sizeof *file_bytes);
+    if (!layers || !file_bytes) {
+        free(layers);
+        free(file_bytes);
+        return bp_error_set(r->err, BP_ENOMEM, "%s: out of memory", r->src);
+    }
+    char path[64], fp[96];
+    for (size_t i = 0; i < n && rc == BP_OK; i++) {
+        json_t *e = json_array_get(la, i);
+        snprintf(path, sizeof path, "kv_cache.layers[%zu]", i);
+        uint64_t layer;
+        const char *fmt;
+        if ((rc = check_object(r, e, path, layer_keys)) ||
+            (rc = get_u64(r, e, path, "layer", 0, &layer)) ||
+            (rc = get_str(r, e, path, "format", 0, &fmt)) ||
+            (rc = get_u64(r, e, path, "bytes", 0, &file_bytes[i])))
+            break;
+        layers[i].layer = (int64_t)layer;
+        bp_error fe;
+        if (bp_kv_format_parse(fmt, &layers[i].format, &fe) != BP_OK) {
+            snprintf(fp, sizeof fp, "%s.format", path);
+            rc = fail(r, fp, "%s", fe.msg);
+        }
+    }
+    if (rc == BP_OK) {
+        bp_plan_kv_cache kv = {(int64_t)context, (int64_t)batch, (int64_t)heads,
+                               (int64_t)dim,     layers,          n,
+                               0};
+        char ctx[BP_ERROR_MSG_MAX];
+        snprintf(ctx, sizeof ctx, "%s: kv_cache.", r->src);
+        rc = set_kv_ctx(p, &kv, ctx, r->err);
+        if (rc == BP_EINVAL)
+            rc = r->err ? (r->err->code = BP_EFORMAT) : BP_EFORMAT;
+    }
+    for (size_t i = 0; i < n && rc == BP_OK; i++) {
+        if (p->kv.layers[i].bytes != file_bytes[i]) {
+            snprintf(fp, sizeof fp, "kv_cache.layers[%zu].bytes", i);
+            rc = fail(r, fp, "%" PRIu64 " does not match %s at context %" PRIu64
+                      ", batch %" PRIu64 ", %" PRIu64 " x %" PRIu64 " (%" PRIu64 " bytes)",
+                      file_bytes[i], bp_kv_format_name(p->kv.layers[i].format), context,
+                      batch, heads, dim, p->kv.layers[i].bytes);
+        }
+    }
+    if (rc == BP_OK && p->kv.bytes != total)
+        rc = fail(r, "kv_cache.bytes", "%" PRIu64 " does not match the sum of layer bytes %"
+                  PRIu64, total, p->kv.bytes);
+    free(layers);
+    free(file_bytes);
+    return rc;
+}
+
 int bp_plan_from_string(const char *text, const char *source, bp_plan **out,
                         bp_error *err)
 {
@@ -1134,7 +1344,7 @@ int bp_plan_from_string(const char *text, const char *source, bp_plan **out,
     }
     static const char *const root_keys[] = {"schema", "tool",    "model",   "calibration",
                                             "metric", "budget",  "solver",  "tensors",
-                                            "search", "timing",  NULL};
+                                            "kv_cache", "search", "timing", NULL};
     if ((rc = check_object(&r, root, "", root_keys)))
         goto out;
     const char *s;
@@ -1268,6 +1478,9 @@ int bp_plan_from_string(const char *text, const char *source, bp_plan **out,
             goto out;
 
     /* optional sections */
+    json_t *kvj = json_object_get(root, "kv_cache");
+    if (kvj && (rc = read_kv_cache(&r, p, kvj)))
+        goto out;
     json_t *search = json_object_get(root, "search");
     if (search) {
         if (!json_is_object(search)) {
@@ -1403,12 +1616,22 @@ void bp_plan_print_summary(const bp_plan *p, FILE *fp)
     bp_plan_get_info(p, &in);
     fprintf(fp, "total: %zu tensors, %" PRIu64 " weights, %" PRIu64 " bytes, %.4f bits/weight\n",
             p->n, in.params, in.achieved_bytes, in.achieved_bits);
+    if (p->has_kv) {
+        const bp_plan_kv_cache *kv = &p->kv;
+        fprintf(fp, "kv cache: context %" PRId64 ", batch %" PRId64 ", %" PRId64
+                    " kv heads x %" PRId64 ", %zu layers, %" PRIu64 " bytes\n",
+                kv->context, kv->batch, kv->n_kv_heads, kv->head_dim, kv->n_layers, kv->bytes);
+        for (size_t i = 0; i < kv->n_layers; i++)
+            fprintf(fp, "  kv layer %-5" PRId64 " %-9s %14" PRIu64 "\n", kv->layers[i].layer,
+                    bp_kv_format_name(kv->layers[i].format), kv->layers[i].bytes);
+    }
+    const uint64_t used = in.achieved_bytes + in.kv_bytes;
     if (in.budget_given != BP_BUDGET_NONE)
-        fprintf(fp, "budget: %" PRIu64 " bytes (%.4f bits/weight, given as %s), %.2f%% used\n",
+        fprintf(fp, "budget: %" PRIu64 " bytes (%.4f bits/weight, given as %s), %.2f%% used%s\n",
                 in.asked_bytes, in.asked_bits,
                 in.budget_given == BP_BUDGET_BITS ? "bits" : "bytes",
-                in.asked_bytes ? 100.0 * (double)in.achieved_bytes / (double)in.asked_bytes
-                               : 0.0);
+                in.asked_bytes ? 100.0 * (double)used / (double)in.asked_bytes : 0.0,
+                p->has_kv ? " (weights + KV cache)" : "");
     if (in.solver_name) {
         fprintf(fp, "solver: %s, %s, %s objective %.6g", in.solver_name, in.solver_status,
                 in.metric >= 0 ? bp_table_metric_name((bp_metric)in.metric) : "?",

@@ -30,6 +30,9 @@ typedef struct rule {
     size_t n_formats;
     char *pin;        /* NULL with SET_PIN = reset */
     double min_bits;  /* NaN with SET_MIN_BITS = reset */
+    struct rule *tie; /* a {"tie": [...]} entry: its patterns, n_tie of them
+                         (match/re unused); NULL for an ordinary rule */
+    size_t n_tie;
 } rule;
 
 struct bp_rules {
@@ -37,21 +40,27 @@ struct bp_rules {
     size_t n;
 };
 
+static void rule_free(rule *u)
+{
+    if (u->is_regex)
+        regfree(&u->re);
+    free(u->match);
+    for (size_t j = 0; j < u->n_formats; j++)
+        free(u->formats[j]);
+    free(u->formats);
+    free(u->pin);
+    for (size_t j = 0; j < u->n_tie; j++)
+        rule_free(&u->tie[j]);
+    free(u->tie);
+}
+
 void bp_rules_destroy(bp_rules **rp)
 {
     if (!rp || !*rp)
         return;
     bp_rules *r = *rp;
-    for (size_t i = 0; i < r->n; i++) {
-        rule *u = &r->rules[i];
-        if (u->is_regex)
-            regfree(&u->re);
-        free(u->match);
-        for (size_t j = 0; j < u->n_formats; j++)
-            free(u->formats[j]);
-        free(u->formats);
-        free(u->pin);
-    }
+    for (size_t i = 0; i < r->n; i++)
+        rule_free(&r->rules[i]);
     free(r->rules);
     free(r);
     *rp = NULL;
@@ -95,6 +104,12 @@ static const char *glob_problem(const char *g)
 
 static int rule_matches(const rule *u, const char *name)
 {
+    if (u->tie) {
+        for (size_t j = 0; j < u->n_tie; j++)
+            if (rule_matches(&u->tie[j], name))
+                return 1;
+        return 0;
+    }
     if (u->is_regex)
         return regexec(&u->re, name, 0, NULL, 0) == 0;
     return fnmatch(u->match, name, 0) == 0;
@@ -125,31 +140,14 @@ static int check_format_name(const char *src, const char *path, const char *name
     return BP_OK;
 }
 
-static int parse_rule(const char *src, size_t idx, json_t *obj, rule *u, bp_error *err)
+/* Compiles a `match` pattern (glob or "re:" regex) into u. */
+static int compile_match(const char *src, const char *path, json_t *m, rule *u, bp_error *err)
 {
-    char path[64];
-    snprintf(path, sizeof path, "rules[%zu]", idx);
-    if (!json_is_object(obj))
-        return bp_error_set(err, BP_EFORMAT, "%s: %s: must be an object", src, path);
-    const char *key;
-    json_t *v;
-    json_object_foreach(obj, key, v)
-    {
-        if (strcmp(key, "match") && strcmp(key, "include") && strcmp(key, "formats") &&
-            strcmp(key, "pin") && strcmp(key, "min_bits") && strcmp(key, "comment"))
-            return bp_error_set(err, BP_EFORMAT,
-                                "%s: %s: unknown key \"%s\" (known: match, include, "
-                                "formats, pin, min_bits, comment)",
-                                src, path, key);
-    }
-    json_t *m = json_object_get(obj, "match");
-    if (!m)
-        return bp_error_set(err, BP_EFORMAT, "%s: %s: missing \"match\"", src, path);
     if (!json_is_string(m))
-        return bp_error_set(err, BP_EFORMAT, "%s: %s.match: must be a string", src, path);
+        return bp_error_set(err, BP_EFORMAT, "%s: %s: must be a string", src, path);
     const char *mt = json_string_value(m);
     if (!*mt || strlen(mt) != json_string_length(m))
-        return bp_error_set(err, BP_EFORMAT, "%s: %s.match: empty or contains NUL", src,
+        return bp_error_set(err, BP_EFORMAT, "%s: %s: empty or contains NUL", src,
                             path);
     u->match = strdup(mt);
     if (!u->match)
@@ -157,7 +155,7 @@ static int parse_rule(const char *src, size_t idx, json_t *obj, rule *u, bp_erro
     if (strncmp(mt, "re:", 3) == 0) {
         const char *pat = mt + 3;
         if (!*pat)
-            return bp_error_set(err, BP_EFORMAT, "%s: %s.match: empty regular expression",
+            return bp_error_set(err, BP_EFORMAT, "%s: %s: empty regular expression",
                                 src, path);
         /* Compile the pattern alone first: wrapping it in ^(...)$ could turn
          * an invalid one like "a)(b" into a valid one. */
@@ -167,7 +165,7 @@ static int parse_rule(const char *src, size_t idx, json_t *obj, rule *u, bp_erro
             char buf[256];
             regerror(rc, &probe, buf, sizeof buf);
             return bp_error_set(err, BP_EFORMAT,
-                                "%s: %s.match: invalid regular expression \"%s\": %s", src,
+                                "%s: %s: invalid regular expression \"%s\": %s", src,
                                 path, pat, buf);
         }
         regfree(&probe);
@@ -180,15 +178,80 @@ static int parse_rule(const char *src, size_t idx, json_t *obj, rule *u, bp_erro
         free(wrapped);
         if (rc != 0)
             return bp_error_set(err, BP_EFORMAT,
-                                "%s: %s.match: invalid regular expression \"%s\"", src,
+                                "%s: %s: invalid regular expression \"%s\"", src,
                                 path, pat);
         u->is_regex = 1;
     } else {
         const char *why = glob_problem(mt);
         if (why)
-            return bp_error_set(err, BP_EFORMAT, "%s: %s.match: invalid glob \"%s\": %s",
+            return bp_error_set(err, BP_EFORMAT, "%s: %s: invalid glob \"%s\": %s",
                                 src, path, mt, why);
     }
+
+    return BP_OK;
+}
+
+/* {"tie": [pattern, ...], "comment": ...}: tensors of one layer matching
+ * any of the patterns share a format. */
+static int parse_tie(const char *src, const char *path, json_t *obj, rule *u, bp_error *err)
+{
+    const char *key;
+    json_t *v;
+    json_object_foreach(obj, key, v)
+    {
+        if (strcmp(key, "tie") && strcmp(key, "comment"))
+            return bp_error_set(err, BP_EFORMAT,
+                                "%s: %s: unknown key \"%s\" in a tie entry (known: tie, comment)",
+                                src, path, key);
+    }
+    json_t *arr = json_object_get(obj, "tie");
+    size_t n = json_is_array(arr) ? json_array_size(arr) : 0;
+    if (n == 0)
+        return bp_error_set(err, BP_EFORMAT, "%s: %s.tie: must be a non-empty array of patterns",
+                            src, path);
+    u->tie = calloc(n, sizeof *u->tie);
+    if (!u->tie)
+        return bp_error_set(err, BP_ENOMEM, "%s: out of memory", src);
+    for (size_t j = 0; j < n; j++) {
+        char ep[96];
+        snprintf(ep, sizeof ep, "%s.tie[%zu]", path, j);
+        u->n_tie = j + 1; /* so destroy frees the partial pattern */
+        int rc = compile_match(src, ep, json_array_get(arr, j), &u->tie[j], err);
+        if (rc)
+            return rc;
+    }
+    u->match = strdup(u->tie[0].match);
+    return u->match ? BP_OK : bp_error_set(err, BP_ENOMEM, "%s: out of memory", src);
+}
+
+static int parse_rule(const char *src, size_t idx, json_t *obj, rule *u, bp_error *err)
+{
+    char path[64];
+    snprintf(path, sizeof path, "rules[%zu]", idx);
+    if (!json_is_object(obj))
+        return bp_error_set(err, BP_EFORMAT, "%s: %s: must be an object", src, path);
+    if (json_object_get(obj, "tie"))
+        return parse_tie(src, path, obj, u, err);
+    const char *key;
+    json_t *v;
+    json_object_foreach(obj, key, v)
+    {
+        if (strcmp(key, "match") && strcmp(key, "include") && strcmp(key, "formats") &&
+            strcmp(key, "pin") && strcmp(key, "min_bits") && strcmp(key, "comment"))
+            return bp_error_set(err, BP_EFORMAT,
+                                "%s: %s: unknown key \"%s\" (known: match, include, "
+                                "formats, pin, min_bits, tie, comment)",
+                                src, path, key);
+    }
+    json_t *m = json_object_get(obj, "match");
+    if (!m)
+        return bp_error_set(err, BP_EFORMAT, "%s: %s: missing \"match\"", src, path);
+    char mpath[80];
+    snprintf(mpath, sizeof mpath, "%s.match", path);
+    int mrc = compile_match(src, mpath, m, u, err);
+    if (mrc)
+        return mrc;
+
 
     if ((v = json_object_get(obj, "include"))) {
         if (!json_is_boolean(v))
@@ -380,7 +443,7 @@ int bp_rules_resolve(const bp_rules *rules, const char *name, int ndim,
     out->include = ndim == 2 && strncmp(name, "model.layers.", 13) == 0;
     for (size_t i = 0; rules && i < rules->n; i++) {
         const rule *u = &rules->rules[i];
-        if (!rule_matches(u, name))
+        if (u->tie || !rule_matches(u, name))
             continue;
         out->last_rule = (long)i;
         if (u->set & SET_INCLUDE)
@@ -396,5 +459,36 @@ int bp_rules_resolve(const bp_rules *rules, const char *name, int ndim,
     }
     if (ndim != 2)
         out->include = 0;
+    return BP_OK;
+}
+
+size_t bp_rules_tie_count(const bp_rules *r)
+{
+    size_t n = 0;
+    for (size_t i = 0; r && i < r->n; i++)
+        n += r->rules[i].tie != NULL;
+    return n;
+}
+
+int bp_rules_tie_find(const bp_rules *r, const char *name, long *tie, bp_error *err)
+{
+    if (!name || !tie)
+        return bp_error_set(err, BP_EINVAL, "bp_rules_tie_find: NULL argument");
+    *tie = -1;
+    long k = 0;
+    size_t first = 0;
+    for (size_t i = 0; r && i < r->n; i++) {
+        if (!r->rules[i].tie)
+            continue;
+        if (rule_matches(&r->rules[i], name)) {
+            if (*tie >= 0)
+                return bp_error_set(err, BP_EINVAL,
+                                    "tensor \"%s\" is in two ties (rules[%zu] and rules[%zu])",
+                                    name, first, i);
+            *tie = k;
+            first = i;
+        }
+        k++;
+    }
     return BP_OK;
 }

@@ -35,12 +35,20 @@
 /* Capacity rows are scaled so their largest coefficient is in
  * [2^(e-1), 2^e) with e = ROW_SCALE_EXP (see model_build). */
 #define ROW_SCALE_EXP 10
+/* Steps of the incumbent heuristic's multiplier walk (x1.01 each, so up
+ * to a factor 1.01^3000 ~ 1e13). */
+#define HEUR_ADJUST_STEPS 3000
+/* Pair checks one local_search call may spend (~0.1-0.2 s). The pair scan
+ * is quadratic in the moves, so huge menus need a cap; a count, not a
+ * clock, keeps the result independent of machine speed. */
+#define LS_PAIR_BUDGET 40000000L
 
 void bp_ilp_options_default(bp_ilp_options *o)
 {
     if (!o)
         return;
     o->time_limit_s = DEFAULT_TIME_LIMIT_S;
+    o->node_limit = BP_ILP_DEFAULT_NODE_LIMIT;
     o->mip_gap = 0.0;
     o->memory_limit_mb = DEFAULT_MEMORY_LIMIT_MB;
     o->export_lp = NULL;
@@ -225,7 +233,12 @@ static void term_reset(term_capture *t)
 
 typedef struct search_ctx {
     double deadline;    /* bp_now_seconds() value */
+    long node_limit;    /* subproblems to select before stopping; <= 0: none */
+    long nodes;         /* subproblems selected so far */
     int stopped;        /* 1 once glp_ios_terminate was called */
+    int deadline_hit;   /* 1 if the wall clock caused the stop */
+    int node_limit_hit;
+    const double *inject; /* 1-based column values of our incumbent, or NULL */
     int have_bound;
     double bound;       /* best tree bound seen, scaled model units */
 } search_ctx;
@@ -243,8 +256,24 @@ static void search_callback(glp_tree *T, void *info)
             c->have_bound = 1;
         }
     }
-    if (!c->stopped && bp_now_seconds() >= c->deadline) {
-        c->stopped = 1;
+    int reason = glp_ios_reason(T);
+    if (reason == GLP_IHEUR && c->inject) {
+        /* GLPK prunes with our incumbent from the root on instead of
+         * waiting for its own rounding heuristic to find one as good. */
+        glp_ios_heur_sol(T, c->inject);
+        c->inject = NULL;
+    }
+    if (c->stopped)
+        return;
+    if (bp_now_seconds() >= c->deadline) {
+        c->stopped = c->deadline_hit = 1;
+        glp_ios_terminate(T);
+        return;
+    }
+    /* Counting selected subproblems makes the stop a function of the
+     * input alone: the same problem stops at the same node on any machine. */
+    if (reason == GLP_ISELECT && ++c->nodes > c->node_limit && c->node_limit > 0) {
+        c->stopped = c->node_limit_hit = 1;
         glp_ios_terminate(T);
     }
 }
@@ -266,12 +295,20 @@ typedef struct job {
     double rhs_cut[BP_MAX_CONSTRAINTS]; /* tightening from repairs */
     /* Lagrangian preprocessing (see fix_by_reduced_cost). */
     int32_t *heur;         /* per item: column of the heuristic incumbent */
+    double *inject_x;      /* 1-based column values of heur[] for GLPK */
+    struct ls_move *moves; /* scratch for local_search: one per column */
+    int32_t *heur_best;    /* scratch: best incumbent over the starts */
+    int32_t *lp_pick;      /* per item: column with the largest LP value */
+    int have_lp_pick;
     double *rc;            /* per column: Lagrangian reduced cost */
     int have_heur;         /* heur[] is feasible */
     int have_lagrange;
     double lagrange_bound; /* scaled model units */
+    double fix_margin;     /* rounding allowance of the fixing threshold */
+    long node_limit;       /* resolved bp_ilp_options.node_limit */
     /* outputs */
     int intopt_ret, mip_status, export_failed;
+    int time_hit;          /* a wall-clock limit cut some step short */
 } job;
 
 static void error_hook(void *info)
@@ -320,28 +357,12 @@ static void heur_totals(const job *jb, double *tot)
     }
 }
 
-/* Start from the Lagrangian minimizer, repair any violated budget with the
- * cheapest error per unit of violation removed, then spend what is left on
- * the best error reduction per unit of (normalized) budget. Returns 1 with
- * a feasible jb->heur, or 0. Deterministic: ties go to the lowest index. */
-static int heuristic(job *jb, const double *lambda)
+/* Each item at its choice of least error + lambda . cost. */
+static void lagrangian_start(job *jb, const double *lambda)
 {
     const bp_problem *p = jb->p;
     const model *md = jb->md;
     size_t n = p->n_items, m = p->n_constraints;
-    double cap[BP_MAX_CONSTRAINTS], norm[BP_MAX_CONSTRAINTS], tot[BP_MAX_CONSTRAINTS];
-    for (size_t j = 0; j < m; j++) {
-        cap[j] = p->capacity[j] - jb->rhs_cut[j];
-        norm[j] = fmax(fabs(md->rhs[j]), 1.0);
-    }
-    /* Budget use is priced by the multipliers, the LP's marginal error per
-     * unit of each budget; a small floor keeps slack budgets from looking
-     * free when every multiplier is zero. */
-    double lam_scale = 0;
-    for (size_t j = 0; j < m; j++)
-        lam_scale = fmax(lam_scale, lambda[j] * norm[j]);
-    if (lam_scale == 0)
-        lam_scale = 1.0;
     for (size_t i = 0; i < n; i++) {
         size_t best = md->col_start[i];
         double bv = INFINITY;
@@ -356,7 +377,16 @@ static int heuristic(job *jb, const double *lambda)
         }
         jb->heur[i] = (int32_t)best;
     }
-    heur_totals(jb, tot);
+}
+
+/* Greedy repair of violated budgets: the move with the least error added
+ * per unit of (normalized) violation removed, until feasible. 0 when it
+ * stalls. */
+static int repair(job *jb, const double *cap, const double *norm, double *tot)
+{
+    const bp_problem *p = jb->p;
+    const model *md = jb->md;
+    size_t n = p->n_items, m = p->n_constraints;
     size_t guard = 4 * md->n_cols + 16;
     for (;;) {
         double viol = 0;
@@ -393,6 +423,19 @@ static int heuristic(job *jb, const double *lambda)
         jb->heur[bi] = (int32_t)bt;
         heur_totals(jb, tot); /* recomputed, not updated: exact like evaluate */
     }
+    return 1;
+}
+
+/* Spend what the budgets have left on the best error reduction per unit of
+ * lambda-priced budget, one move at a time. Returns 1 when jb->heur is
+ * feasible at the end. */
+static int improve(job *jb, const double *lambda, double lam_scale, const double *cap, const double *norm,
+                   double *tot)
+{
+    const bp_problem *p = jb->p;
+    const model *md = jb->md;
+    size_t n = p->n_items, m = p->n_constraints;
+    size_t guard = 4 * md->n_cols + 16;
     for (;;) {
         if (guard-- == 0)
             break;
@@ -444,6 +487,202 @@ static int heuristic(job *jb, const double *lambda)
     return 1;
 }
 
+/* An incumbent for the fixing: from each start (below), repair any violated
+ * budget with the cheapest error per unit of violation removed, then spend
+ * what is left with improve(). Returns 1 with the best feasible result in
+ * jb->heur, or 0. Deterministic: ties go to the lowest index. */
+static int heuristic(job *jb, const double *lambda)
+{
+    const bp_problem *p = jb->p;
+    const model *md = jb->md;
+    size_t n = p->n_items, m = p->n_constraints;
+    double cap[BP_MAX_CONSTRAINTS], norm[BP_MAX_CONSTRAINTS], tot[BP_MAX_CONSTRAINTS];
+    for (size_t j = 0; j < m; j++) {
+        cap[j] = p->capacity[j] - jb->rhs_cut[j];
+        norm[j] = fmax(fabs(md->rhs[j]), 1.0);
+    }
+    /* Budget use is priced by the multipliers, the LP's marginal error per
+     * unit of each budget; a small floor keeps slack budgets from looking
+     * free when every multiplier is zero. */
+    double lam_scale = 0;
+    for (size_t j = 0; j < m; j++)
+        lam_scale = fmax(lam_scale, lambda[j] * norm[j]);
+    if (lam_scale == 0)
+        lam_scale = 1.0;
+    /* Three starts, the best result kept: the LP optimum rounded to each
+     * item's largest column (a basic solution has at most 2m fractional
+     * items, so it is nearly feasible and nearly optimal); the Lagrangian
+     * minimizer; and the minimizer after raising the multipliers of the
+     * violated budgets 1 % at a time until none is. The greedy repair
+     * moves one item at a time and stalls when every move that relieves
+     * one binding budget overdraws another (two binding budgets, as in
+     * bench_solve's roofline section); the multiplier walk does not, and
+     * stays near the LP optimum, so the fixing below keeps few columns. */
+    double best_obj = INFINITY;
+    for (int start = 0; start < 3; start++) {
+        if (start == 0) {
+            if (!jb->have_lp_pick)
+                continue;
+            memcpy(jb->heur, jb->lp_pick, n * sizeof *jb->heur);
+            heur_totals(jb, tot);
+        } else {
+            double lam[BP_MAX_CONSTRAINTS];
+            for (size_t j = 0; j < m; j++)
+                lam[j] = start == 1 ? lambda[j] : fmax(lambda[j], 1e-6 * lam_scale / norm[j]);
+            lagrangian_start(jb, lam);
+            heur_totals(jb, tot);
+            for (int step = 0; start == 2 && step < HEUR_ADJUST_STEPS; step++) {
+                int violated = 0;
+                for (size_t j = 0; j < m; j++)
+                    if (tot[j] > cap[j]) {
+                        lam[j] *= 1.01;
+                        violated = 1;
+                    }
+                if (!violated)
+                    break;
+                lagrangian_start(jb, lam);
+                heur_totals(jb, tot);
+            }
+        }
+        if (!repair(jb, cap, norm, tot) || !improve(jb, lambda, lam_scale, cap, norm, tot))
+            continue;
+        double obj = 0;
+        for (size_t i = 0; i < n; i++)
+            obj += col_err(jb, i, (size_t)jb->heur[i]);
+        if (jb->o->verbose)
+            fprintf(stderr, "bitplan: incumbent heuristic, start %d: %.10g\n", start, obj);
+        if (obj < best_obj) {
+            best_obj = obj;
+            memcpy(jb->heur_best, jb->heur, n * sizeof *jb->heur);
+        }
+    }
+    if (best_obj < INFINITY)
+        memcpy(jb->heur, jb->heur_best, n * sizeof *jb->heur);
+    return best_obj < INFINITY;
+}
+
+/* ---- local search on the incumbent ----
+ *
+ * With two binding budgets the greedy phases above stop 1-5 % above the
+ * optimum: every single move that lowers the error overdraws one budget.
+ * Pairs of moves in two items (one buys bytes with latency, the other the
+ * reverse) get past that. Only columns whose reduced cost is within U - L
+ * are tried: any assignment better than U uses no other column. */
+
+typedef struct ls_move {
+    double de;                       /* error change, scaled model units */
+    double d[BP_MAX_CONSTRAINTS];    /* cost change per constraint */
+    int32_t item, col;
+} ls_move;
+
+/* Ascending error change; full key, so the order (and the search) is the
+ * same on every run whatever qsort does with equal elements. */
+static int ls_move_cmp(const void *a, const void *b)
+{
+    const ls_move *x = a, *y = b;
+    if (x->de != y->de)
+        return x->de < y->de ? -1 : 1;
+    if (x->item != y->item)
+        return x->item < y->item ? -1 : 1;
+    return (x->col > y->col) - (x->col < y->col);
+}
+
+static double heur_objective(const job *jb)
+{
+    double obj = 0;
+    for (size_t i = 0; i < jb->p->n_items; i++)
+        obj += col_err(jb, i, (size_t)jb->heur[i]);
+    return obj;
+}
+
+/* Every move from the incumbent to a column with reduced cost <= thr,
+ * sorted. Returns the count. */
+static size_t ls_collect(job *jb, double thr)
+{
+    const model *md = jb->md;
+    size_t n = jb->p->n_items, m = jb->p->n_constraints, k = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t cur = (size_t)jb->heur[i];
+        double ecur = col_err(jb, i, cur);
+        for (size_t t = md->col_start[i]; t < md->col_start[i + 1]; t++) {
+            if (t == cur || jb->rc[t] > thr)
+                continue;
+            ls_move *mv = &jb->moves[k++];
+            mv->de = col_err(jb, i, t) - ecur;
+            for (size_t j = 0; j < m; j++)
+                mv->d[j] = col_cost(jb, i, t, j) - col_cost(jb, i, cur, j);
+            mv->item = (int32_t)i;
+            mv->col = (int32_t)t;
+        }
+    }
+    qsort(jb->moves, k, sizeof *jb->moves, ls_move_cmp);
+    return k;
+}
+
+static int ls_fits(const ls_move *a, const ls_move *b, const double *slack, size_t m)
+{
+    for (size_t j = 0; j < m; j++)
+        if (a->d[j] + (b ? b->d[j] : 0.0) > slack[j])
+            return 0;
+    return 1;
+}
+
+/* Best-improvement descent over single moves and pairs of moves in two
+ * different items, keeping every budget. L and margin as in the fixing.
+ * jb->heur must be feasible and stays feasible. */
+static void local_search(job *jb, double L, double margin, const double *cap)
+{
+    size_t n = jb->p->n_items, m = jb->p->n_constraints;
+    double tot[BP_MAX_CONSTRAINTS], slack[BP_MAX_CONSTRAINTS];
+    long budget = LS_PAIR_BUDGET;
+    for (size_t iter = 0; iter < 4 * n + 16 && budget > 0; iter++) {
+        double U = heur_objective(jb);
+        /* Ignore gains at rounding level, so the descent cannot cycle. */
+        double best = -1e-12 * (fabs(U) + 1.0);
+        size_t nm = ls_collect(jb, fmax(U - L, 0.0) + margin);
+        heur_totals(jb, tot);
+        for (size_t j = 0; j < m; j++)
+            slack[j] = cap[j] - tot[j];
+        const ls_move *ba = NULL, *bb = NULL;
+        for (size_t a = 0; a < nm && jb->moves[a].de < best; a++)
+            if (ls_fits(&jb->moves[a], NULL, slack, m)) {
+                best = jb->moves[a].de;
+                ba = &jb->moves[a];
+                break; /* sorted: the first that fits is the best single move */
+            }
+        /* Sorted ascending, so for a < b the pair's change is at least
+         * de_a + de_a' for every later pair: stop as soon as it cannot beat
+         * the best so far. */
+        for (size_t a = 0; a + 1 < nm && jb->moves[a].de + jb->moves[a + 1].de < best; a++) {
+            const ls_move *x = &jb->moves[a];
+            for (size_t b = a + 1; b < nm && x->de + jb->moves[b].de < best && budget > 0; b++) {
+                const ls_move *y = &jb->moves[b];
+                budget--;
+                if (y->item == x->item || !ls_fits(x, y, slack, m))
+                    continue;
+                best = x->de + y->de;
+                ba = x;
+                bb = y;
+                break; /* later b only add more error */
+            }
+        }
+        if (!ba)
+            return;
+        int32_t old_a = jb->heur[ba->item], old_b = bb ? jb->heur[bb->item] : 0;
+        jb->heur[ba->item] = ba->col;
+        if (bb)
+            jb->heur[bb->item] = bb->col;
+        heur_totals(jb, tot); /* exact, like bp_solution_evaluate */
+        for (size_t j = 0; j < m; j++)
+            if (tot[j] > cap[j]) { /* rounding disagreed with the slack test */
+                jb->heur[ba->item] = old_a;
+                if (bb)
+                    jb->heur[bb->item] = old_b;
+                return;
+            }
+    }
+}
+
 static void fix_by_reduced_cost(job *jb, const double *lambda)
 {
     const bp_problem *p = jb->p;
@@ -469,15 +708,22 @@ static void fix_by_reduced_cost(job *jb, const double *lambda)
     }
     jb->have_lagrange = 1;
     jb->lagrange_bound = L;
+    jb->fix_margin = 1e-9 * (fabs(L) + mag);
     jb->have_heur = heuristic(jb, lambda);
     if (!jb->have_heur)
         return;
-    double U = 0;
-    for (size_t i = 0; i < n; i++)
-        U += col_err(jb, i, (size_t)jb->heur[i]);
     /* Generous margin for rounding in L, U and r: keeping a column is
      * always safe, dropping a needed one is not. */
-    double thr = fmax(U - L, 0.0) + 1e-9 * (fabs(U) + fabs(L) + mag);
+    double U0 = heur_objective(jb);
+    double margin = 1e-9 * (fabs(U0) + fabs(L) + mag);
+    double cap[BP_MAX_CONSTRAINTS];
+    for (size_t j = 0; j < m; j++)
+        cap[j] = p->capacity[j] - jb->rhs_cut[j];
+    local_search(jb, L, margin, cap);
+    double U = heur_objective(jb);
+    if (jb->o->verbose)
+        fprintf(stderr, "bitplan: local search: %.10g -> %.10g\n", U0, U);
+    double thr = fmax(U - L, 0.0) + margin;
     size_t w = 0;
     for (size_t i = 0; i < n; i++) {
         size_t lo = md->col_start[i], hi = md->col_start[i + 1];
@@ -488,6 +734,7 @@ static void fix_by_reduced_cost(job *jb, const double *lambda)
                 continue;
             if ((int32_t)t == h)
                 jb->heur[i] = (int32_t)w;
+            jb->rc[w] = jb->rc[t]; /* w <= t: in place; polish() reuses it */
             md->col_choice[w++] = md->col_choice[t];
         }
     }
@@ -498,18 +745,79 @@ static void fix_by_reduced_cost(job *jb, const double *lambda)
     md->n_cols = w;
 }
 
+static int ms_left(const job *jb)
+{
+    double left_ms = (jb->deadline - bp_now_seconds()) * 1000.0;
+    return left_ms >= (double)INT_MAX ? INT_MAX : left_ms < 1.0 ? 1 : (int)left_ms;
+}
+
+/* LP relaxation of P; glp_simplex's return code. Its time limit is the
+ * deadline, so hitting it marks the result as time-dependent. */
+static int lp_solve(job *jb, glp_prob *P)
+{
+    glp_smcp sp;
+    glp_init_smcp(&sp);
+    sp.msg_lev = jb->o->verbose ? GLP_MSG_ON : GLP_MSG_OFF;
+    sp.tm_lim = ms_left(jb);
+    glp_scale_prob(P, GLP_SF_AUTO);
+    int ret = glp_simplex(P, &sp);
+    if (ret == GLP_ETMLIM)
+        jb->time_hit = 1;
+    return ret;
+}
+
+/* A search stopped early (node or time limit) leaves GLPK's incumbent;
+ * the pair moves of local_search often still improve it, at no risk. */
+static void polish(job *jb)
+{
+    size_t n = jb->p->n_items, m = jb->p->n_constraints;
+    if (!jb->have_lagrange)
+        return;
+    for (size_t i = 0; i < n; i++)
+        if (jb->col_pick[i] < 0)
+            return;
+    double cap[BP_MAX_CONSTRAINTS], tot[BP_MAX_CONSTRAINTS];
+    for (size_t j = 0; j < m; j++)
+        cap[j] = jb->p->capacity[j] - jb->rhs_cut[j];
+    memcpy(jb->heur, jb->col_pick, n * sizeof *jb->heur);
+    heur_totals(jb, tot);
+    for (size_t j = 0; j < m; j++)
+        if (tot[j] > cap[j])
+            return; /* within GLPK's tolerance only: the caller repairs it */
+    double before = heur_objective(jb);
+    local_search(jb, jb->lagrange_bound, jb->fix_margin + 1e-9 * fabs(before), cap);
+    double after = heur_objective(jb);
+    if (jb->o->verbose) {
+        size_t keep = 0;
+        for (size_t t = 0; t < jb->md->n_cols; t++)
+            keep += jb->rc[t] <= after - jb->lagrange_bound + jb->fix_margin;
+        fprintf(stderr, "bitplan: polishing the incumbent: %.10g -> %.10g (fixing would keep %zu of %zu columns)\n",
+                before, after, keep, jb->md->n_cols);
+    }
+    if (after < before)
+        memcpy(jb->col_pick, jb->heur, n * sizeof *jb->col_pick);
+}
+
 /* LP relaxation of the current model for its capacity duals. 0 on success. */
 static int lagrange_multipliers(job *jb, glp_prob *P, double *lambda)
 {
     size_t n = jb->p->n_items, m = jb->p->n_constraints;
-    glp_smcp sp;
-    glp_init_smcp(&sp);
-    sp.msg_lev = jb->o->verbose ? GLP_MSG_ON : GLP_MSG_OFF;
-    double left_ms = (jb->deadline - bp_now_seconds()) * 1000.0;
-    sp.tm_lim = left_ms >= (double)INT_MAX ? INT_MAX : left_ms < 1.0 ? 1 : (int)left_ms;
-    glp_scale_prob(P, GLP_SF_AUTO);
-    if (glp_simplex(P, &sp) != 0 || glp_get_status(P) != GLP_OPT)
+    if (lp_solve(jb, P) != 0 || glp_get_status(P) != GLP_OPT)
         return -1;
+    const model *md = jb->md;
+    for (size_t i = 0; i < n; i++) {
+        size_t best = md->col_start[i];
+        double bv = -1;
+        for (size_t t = md->col_start[i]; t < md->col_start[i + 1]; t++) {
+            double v = glp_get_col_prim(P, (int)t + 1);
+            if (v > bv) {
+                bv = v;
+                best = t;
+            }
+        }
+        jb->lp_pick[i] = (int32_t)best;
+    }
+    jb->have_lp_pick = 1;
     for (size_t j = 0; j < m; j++) {
         /* Any lambda >= 0 gives a valid bound, so the dual's sign
          * convention cannot make the fixing wrong, only weaker. */
@@ -631,7 +939,7 @@ static int run_glpk(job *jb, bp_error *err)
 
     term_reset(&jb->term);
     P = glpk_build(jb, 0);
-    jb->have_heur = jb->have_lagrange = 0;
+    jb->have_heur = jb->have_lagrange = jb->have_lp_pick = 0;
     if (jb->md->n_cols > jb->p->n_items) {
         double lambda[BP_MAX_CONSTRAINTS];
         int lr = lagrange_multipliers(jb, P, lambda);
@@ -642,23 +950,47 @@ static int run_glpk(job *jb, bp_error *err)
         term_reset(&jb->term);
         P = glpk_build(jb, 0);
     }
+    /* Our own root LP, so that GLPK's tree works on our column numbering
+     * (presolve off) and can take the heuristic's incumbent. */
+    int presolve = GLP_ON;
+    jb->search.inject = NULL;
+    if (lp_solve(jb, P) == 0) {
+        int st = glp_get_status(P);
+        if (st == GLP_NOFEAS) {
+            jb->intopt_ret = GLP_ENOPFS;
+            jb->mip_status = GLP_NOFEAS;
+            goto done;
+        }
+        if (st == GLP_OPT) {
+            presolve = GLP_OFF;
+            if (jb->have_heur) {
+                size_t nc = jb->md->n_cols;
+                for (size_t t = 0; t <= nc; t++)
+                    jb->inject_x[t] = 0.0;
+                for (size_t i = 0; i < jb->p->n_items; i++)
+                    jb->inject_x[jb->heur[i] + 1] = 1.0;
+                jb->search.inject = jb->inject_x;
+            }
+        }
+    }
     glp_iocp parm;
     glp_init_iocp(&parm);
     parm.msg_lev = jb->o->verbose ? GLP_MSG_ON : GLP_MSG_OFF;
-    parm.presolve = GLP_ON;
+    parm.presolve = presolve;
     parm.mip_gap = jb->o->mip_gap;
     parm.cb_func = search_callback;
     parm.cb_info = &jb->search;
     /* tm_lim bounds the root LP too, which the callback cannot interrupt.
      * The callback is the real deadline; both only fire in the abnormal
      * case, so a normal solve never depends on the clock. */
-    double left_ms = (jb->deadline - bp_now_seconds()) * 1000.0;
-    parm.tm_lim = left_ms >= (double)INT_MAX ? INT_MAX : left_ms < 1.0 ? 1 : (int)left_ms;
+    parm.tm_lim = ms_left(jb);
     /* Options, measured with bench/bench_solve (docs/solvers.md): GLPK's
      * default branching (Driebeck-Tomlin) and backtracking (best local
-     * bound) with full preprocessing were fastest once reduced-cost fixing
-     * has shrunk the model. Clique cuts, the feasibility pump, MIR and
-     * pseudocost branching were slower. Cover cuts stay off: in GLPK 5.0
+     * bound) were fastest once reduced-cost fixing has shrunk the model;
+     * preprocessing at the root only halves the time per node on the
+     * two-binding instance and costs nothing elsewhere. Clique cuts, the
+     * feasibility pump, MIR, Gomory and pseudocost branching were slower
+     * or closed less of the gap per node. Cover cuts stay off: in GLPK 5.0
      * they can call glp_add_cols with 0 columns on these models, an
      * xerror() (seen on small random instances). Proximity search is never
      * used: it stops on a time limit, which would make results depend on
@@ -671,10 +1003,13 @@ static int run_glpk(job *jb, bp_error *err)
     parm.ps_heur = GLP_OFF;
     parm.br_tech = GLP_BR_DTH;
     parm.bt_tech = GLP_BT_BLB;
-    parm.pp_tech = GLP_PP_ALL;
+    parm.pp_tech = GLP_PP_ROOT;
     jb->search.deadline = jb->deadline;
+    jb->search.node_limit = jb->node_limit;
     term_reset(&jb->term);
     jb->intopt_ret = glp_intopt(P, &parm);
+    if (jb->intopt_ret == GLP_ETMLIM || jb->search.deadline_hit)
+        jb->time_hit = 1;
     jb->mip_status = glp_mip_status(P);
     if (jb->mip_status == GLP_OPT || jb->mip_status == GLP_FEAS) {
         const model *md = jb->md;
@@ -686,7 +1021,10 @@ static int run_glpk(job *jb, bp_error *err)
                     break;
                 }
         }
+        if (jb->mip_status == GLP_FEAS)
+            polish(jb);
     }
+done:
     glp_delete_prob(P);
     P = NULL;
     glp_free_env(); /* also removes the hooks and the memory limit */
@@ -783,6 +1121,7 @@ int bp_solve_ilp(const bp_problem *p, const bp_ilp_options *o_in, bp_solution *s
     jb->o = &o;
     jb->mem_mb = o.memory_limit_mb > 0 ? o.memory_limit_mb : DEFAULT_MEMORY_LIMIT_MB;
     jb->deadline = t0 + limit;
+    jb->node_limit = o.node_limit == 0 ? BP_ILP_DEFAULT_NODE_LIMIT : o.node_limit;
     jb->term.verbose = o.verbose;
     size_t ne = p->n_choices * (1 + m) + 1; /* validated below GLPK's NNZ ceiling */
     jb->ia = malloc(ne * sizeof *jb->ia);
@@ -790,8 +1129,13 @@ int bp_solve_ilp(const bp_problem *p, const bp_ilp_options *o_in, bp_solution *s
     jb->ar = malloc(ne * sizeof *jb->ar);
     jb->col_pick = malloc(n * sizeof *jb->col_pick);
     jb->heur = malloc(n * sizeof *jb->heur);
+    jb->heur_best = malloc(n * sizeof *jb->heur_best);
+    jb->lp_pick = malloc(n * sizeof *jb->lp_pick);
     jb->rc = malloc(p->n_choices * sizeof *jb->rc);
-    if (!jb->ia || !jb->ja || !jb->ar || !jb->col_pick || !jb->heur || !jb->rc) {
+    jb->moves = malloc(p->n_choices * sizeof *jb->moves);
+    jb->inject_x = malloc((p->n_choices + 1) * sizeof *jb->inject_x);
+    if (!jb->ia || !jb->ja || !jb->ar || !jb->col_pick || !jb->heur || !jb->rc || !jb->heur_best ||
+        !jb->lp_pick || !jb->moves || !jb->inject_x) {
         rc = bp_error_set(err, BP_ENOMEM, "ilp: out of memory for %zu non-zeros", ne);
         goto out;
     }
@@ -805,6 +1149,8 @@ int bp_solve_ilp(const bp_problem *p, const bp_ilp_options *o_in, bp_solution *s
             goto out;
         }
         o.export_lp = NULL; /* written once, before the first solve */
+        s->nodes += jb->search.nodes;
+        s->time_limited = jb->time_hit;
         if (pre) {
             bp__solution_set_infeasible(s);
             rc = bp_error_set(err, pre, "%s", pre_err.msg);
@@ -831,9 +1177,14 @@ int bp_solve_ilp(const bp_problem *p, const bp_ilp_options *o_in, bp_solution *s
         if (mst == GLP_UNDEF) {
             s->status = BP_SOLVE_NO_SOLUTION;
             s->bound = proven_bound(jb, &md, INFINITY);
-            rc = bp_error_set(err, BP_ETIMEOUT,
-                              "ilp: stopped at the %.3g s time limit before any feasible assignment",
-                              limit);
+            if (jb->search.node_limit_hit && !jb->time_hit)
+                rc = bp_error_set(err, BP_ETIMEOUT,
+                                  "ilp: stopped at the %ld-node limit before any feasible assignment",
+                                  jb->node_limit);
+            else
+                rc = bp_error_set(err, BP_ETIMEOUT,
+                                  "ilp: stopped at the %.3g s time limit before any feasible assignment",
+                                  limit);
             goto out;
         }
         if (mst != GLP_OPT && mst != GLP_FEAS) {
@@ -903,7 +1254,11 @@ out:
         free(jb->ar);
         free(jb->col_pick);
         free(jb->heur);
+        free(jb->heur_best);
+        free(jb->lp_pick);
         free(jb->rc);
+        free(jb->moves);
+        free(jb->inject_x);
         free(jb);
     }
     model_free(&md);

@@ -309,6 +309,8 @@ static void reset_solution(bp_solution *s)
         s->cost_total[j] = 0.0;
     s->seconds = 0.0;
     s->solver[0] = '\0';
+    s->time_limited = 0;
+    s->nodes = 0;
 }
 
 int bp_solution_init(bp_solution *s, size_t n_items, bp_error *err)

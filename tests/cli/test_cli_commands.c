@@ -40,7 +40,6 @@ static void test_cli_usage_errors_exit_2(void **state)
         "plan --model " MODEL_DIR,                               /* no budget */
         "plan --model " MODEL_DIR " --budget-bits abc",
         "plan --model " MODEL_DIR " --budget-bits -1",
-        "plan --model " MODEL_DIR " --budget-bits 3 --budget-bytes 5MB",
         "plan --model " MODEL_DIR " --budget-bits 3 --solver magic",
         "plan --model " MODEL_DIR " --budget-bits 3 --bogus",
         "plan --model " MODEL_DIR " --budget-bits 3 --metric nope",
@@ -321,6 +320,7 @@ static void test_cli_gptq_apply_reproduces_prediction(void **state)
     assert_int_equal(run_bitplan("g", "plan --quiet --model " MODEL_DIR " --budget-bits 3.25 --metric gptq"
                                       " --formats int2_g128_asym,int3_g128_asym,int4_g128_asym,int8_pc_sym"
                                       " --text " MODEL_DIR "/calib.txt --ctx 64 --calib-seqs 8"
+                                      " --evo-generations 1 --evo-lambda 2 --evo-windows 2"
                                       " --stats " BP_TEST_TMPDIR "/g.stats --out " BP_TEST_TMPDIR "/g.json"),
                      0);
     assert_int_equal(run_bitplan("g", "apply --quiet --plan " BP_TEST_TMPDIR "/g.json --model " MODEL_DIR

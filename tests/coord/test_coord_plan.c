@@ -99,7 +99,8 @@ static const char *SPEC_MSE = "{\"kind\":\"plan\",\"model\":\"" MODEL "\",\"budg
 static const char *SPEC_GPTQ =
     "{\"kind\":\"plan\",\"model\":\"" MODEL "\",\"budget\":{\"bits\":3.0},"
     "\"formats\":[\"int2_g64_asym\",\"int3_g64_asym\",\"int4_g64_asym\",\"int8_pc_sym\"],"
-    "\"metric\":\"gptq\",\"calibration\":{\"text\":\"" MODEL "/calib.txt\",\"seqs\":10,\"ctx\":48}}";
+    "\"metric\":\"gptq\",\"calibration\":{\"text\":\"" MODEL "/calib.txt\",\"seqs\":10,\"ctx\":48},"
+    "\"evo\":{\"generations\":2,\"lambda\":3,\"windows\":4}}";
 
 static void test_plan_daemon_matches_offline(void **state)
 {

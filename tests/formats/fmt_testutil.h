@@ -62,26 +62,36 @@ static inline double tu_lanes(double *t)
     return t[0];
 }
 
-static inline double tu_row_sse(const float *w, const float *q, int64_t cols)
+/* The documented per-row error (docs/formats.md, "Per-row error"): e = w - q
+ * in float; per block of 128 columns, e * e (and colw * (e * e)) summed in
+ * float into lane j mod 16; each block's lanes added to double lanes; the
+ * double lanes reduced pairwise. */
+static inline double tu_row_err(const float *w, const float *q, const float *colw,
+                                int64_t cols)
 {
     double t[16] = {0};
-    for (int64_t j = 0; j < cols; j++) {
-        double d = (double)w[j] - (double)q[j];
-        t[j % 16] += d * d;
+    for (int64_t j0 = 0; j0 < cols; j0 += 128) {
+        float a[16] = {0};
+        for (int64_t j = j0; j < cols && j < j0 + 128; j++) {
+            float e = w[j] - q[j];
+            e = e * e;
+            a[j % 16] += colw ? colw[j] * e : e;
+        }
+        for (int l = 0; l < 16; l++)
+            t[l] += (double)a[l];
     }
     return tu_lanes(t);
+}
+
+static inline double tu_row_sse(const float *w, const float *q, int64_t cols)
+{
+    return tu_row_err(w, q, NULL, cols);
 }
 
 static inline double tu_row_wsse(const float *w, const float *q, const float *colw,
                                  int64_t cols)
 {
-    double t[16] = {0};
-    for (int64_t j = 0; j < cols; j++) {
-        double d = (double)w[j] - (double)q[j];
-        d *= d;
-        t[j % 16] += (double)colw[j] * d;
-    }
-    return tu_lanes(t);
+    return tu_row_err(w, q, colw, cols);
 }
 
 #endif

@@ -186,7 +186,9 @@ static void test_clipping_never_worse(void **state)
             bp_format_fit_group(&m[i], x, n, 0.0f, &p);
             assert_true(isfinite(p.scale) && isfinite(p.offset));
             double e = group_err(&m[i], &p, x, n), e1 = alpha1_err(&m[i], x, n);
-            if (!(e <= e1 * (1 + 1e-5)))
+            /* Per-row formats always try alpha = 1; grouped formats start
+             * their walk elsewhere, so only the per-row ones promise it. */
+            if (m[i].group == 0 && !(e <= e1 * (1 + 1e-5)))
                 fail_msg("%s: clipped error %g above alpha=1 error %g", m[i].name, e, e1);
             improved += e < e1 * 0.999;
             total++;
@@ -197,35 +199,42 @@ static void test_clipping_never_worse(void **state)
 }
 
 /* The documented search, recomputed here: grid alpha_k = (40-k)/40,
- * fp16-rounded candidates, error as a float sum over 16 lanes (j mod 16)
- * reduced pairwise; candidates visited coarse to fine (k = 0, 4, 8, 12;
- * then around the best c: c + 2d, and c - 2d only if c + 2d did not win;
- * then the same with 1; d = +1 for 2-bit formats, -1 otherwise), the
- * smallest error winning and ties going to the smaller k. The library
- * prunes candidates with a bound; the choice must equal this unpruned
- * one. */
+ * fp16-rounded candidates, search error s^2 * sum (y - v)^2 in code units
+ * (y = (x - o) / s as x times 1/s, v its clamped, rounded code; float sum
+ * over 16 lanes, j mod 16, reduced pairwise; +inf when s is 0).
+ * Per-row formats: k = 0, 4, 8, 12, then around the best c: c + 2d, and
+ * c - 2d only if c + 2d did not win; then the same with 1. Grouped formats:
+ * start at the bit width's k0, then for steps 2 and 1: probe c + step*d,
+ * else c - step*d, and walk on in the winning direction while each probe
+ * wins. d = +1 for 2-bit formats, -1 otherwise; the smallest error wins,
+ * ties go to the smaller k. The library prunes candidates with a bound; the
+ * choice must equal this unpruned one. */
 static float lane_err(const bp_format *f, const float *x, int n, float s, float o)
 {
     float acc[16] = {0};
     float inv = s != 0 ? 1.0f / s : 0.0f;
     for (int j = 0; j < n; j++) {
-        float v, q;
+        float y, v;
         if (f->asym) {
-            v = (x[j] - o) * inv;
-            v = fminf(fmaxf(v, 0.0f), (float)((1 << f->bits) - 1));
-            q = s * nearbyintf(v) + o;
+            y = (x[j] - o) * inv;
+            v = fminf(fmaxf(y, 0.0f), (float)((1 << f->bits) - 1));
         } else {
-            v = x[j] * inv;
-            v = fminf(fmaxf(v, -(float)(1 << (f->bits - 1))), (float)((1 << (f->bits - 1)) - 1));
-            q = s * nearbyintf(v);
+            y = x[j] * inv;
+            v = fminf(fmaxf(y, -(float)(1 << (f->bits - 1))), (float)((1 << (f->bits - 1)) - 1));
         }
-        float e = x[j] - q;
+        float e = y - nearbyintf(v);
         acc[j % 16] += e * e;
     }
     for (int w = 8; w >= 1; w /= 2)
         for (int l = 0; l < w; l++)
             acc[l] = acc[l] + acc[l + w];
-    return acc[0];
+    return s != 0 ? (s * s) * acc[0] : INFINITY;
+}
+
+static int walk_start(const bp_format *f)
+{
+    static const int k0[9] = {0, 0, 8, 6, 4, 2, 0, 0, 0};
+    return f->bits == 2 && f->asym ? 12 : k0[f->bits];
 }
 
 static void cand(const bp_format *f, int k, float mn, float mx, float *s, float *o)
@@ -248,11 +257,12 @@ static void test_search_is_documented(void **state)
     bp_format m[64];
     size_t nf = bp_format_menu(m, 64);
     tu_rng r = {17};
-    int visited_all = 0, total = 0;
+    int visited_all = 0, total = 0, walked = 0;
     for (size_t i = 0; i < nf; i++) {
         bp_format *f = &m[i];
         if (f->kind != BP_FMT_INT)
             continue;
+        int grouped = f->group > 0;
         for (int t = 0; t < 300; t++) {
             float x[128];
             int n = t % 7 == 0 ? 1 + t % 50 : 32 << (t % 3);
@@ -271,29 +281,42 @@ static void test_search_is_documented(void **state)
                 err[k] = lane_err(f, x, n, s, o);
             }
             int best = -1;
-#define VISIT(kk)                                                                   \
+#define VISIT(kk, won)                                                              \
     do {                                                                            \
         int k_ = (kk);                                                              \
+        won = 0;                                                                    \
         if (k_ >= 0 && k_ < 16) {                                                   \
             seen[k_] = 1;                                                           \
-            if (best < 0 || err[k_] < err[best] || (err[k_] == err[best] && k_ < best)) \
+            if (best < 0 || err[k_] < err[best] || (err[k_] == err[best] && k_ < best)) { \
                 best = k_;                                                          \
+                won = 1;                                                            \
+            }                                                                       \
         }                                                                           \
     } while (0)
-            for (int k = 0; k < 16; k += 4)
-                VISIT(k);
-            int d = f->bits <= 2 ? 1 : -1;
-            for (int step = 2 * d; step != 0; step = step / 2) {
-                int c = best;
-                VISIT(c + step);
-                if (best == c)
-                    VISIT(c - step);
+            int won, d = f->bits <= 2 ? 1 : -1;
+            if (grouped) {
+                VISIT(walk_start(f), won);
+            } else {
+                for (int k = 0; k < 16; k += 4)
+                    VISIT(k, won);
+            }
+            for (int step = 2; step >= 1; step--) {
+                int c = best, dir = d;
+                VISIT(c + step * dir, won);
+                if (!won) {
+                    dir = -d;
+                    VISIT(c + step * dir, won);
+                }
+                while (won && grouped) {
+                    VISIT(best + step * dir, won);
+                    walked += won;
+                }
             }
 #undef VISIT
             int nseen = 0;
             for (int k = 0; k < 16; k++)
                 nseen += seen[k];
-            assert_true(nseen <= 8);
+            assert_true(grouped || nseen <= 8);
             /* The exhaustive minimum is found most of the time. */
             int ex = 0;
             for (int k = 1; k < 16; k++)
@@ -310,7 +333,10 @@ static void test_search_is_documented(void **state)
                          t, (double)p.scale, (double)p.offset, (double)bs, (double)bo);
         }
     }
-    assert_true(visited_all > total * 9 / 10);
+    /* The walks happen, and they find the grid's minimum most of the
+     * time. */
+    assert_true(walked > 0);
+    assert_true(visited_all > total * 8 / 10);
 }
 
 /* All-zero, constant, single-spike and tiny groups: finite params, no NaN,

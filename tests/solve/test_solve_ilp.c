@@ -143,6 +143,8 @@ static void test_ilp_deadline(void **state)
     assert_true(s.seconds < 30.0);
     if (rc == BP_OK) {
         assert_true(s.status == BP_SOLVE_FEASIBLE || s.status == BP_SOLVE_OPTIMAL);
+        /* The clock decided where the search stopped: callers must be told. */
+        assert_int_equal(s.time_limited, 1);
         bp_solution chk = {0};
         bp_solution_init(&chk, p->n_items, NULL);
         memcpy(chk.choice, s.choice, p->n_items * sizeof *chk.choice);
@@ -270,6 +272,61 @@ static void test_ilp_mip_gap_and_bound(void **state)
     bp_problem_destroy(&p);
 }
 
+static void assert_same_solution(const bp_solution *a, const bp_solution *b)
+{
+    assert_int_equal(a->status, b->status);
+    assert_memory_equal(a->choice, b->choice, a->n_items * sizeof *a->choice);
+    /* Bit-identical, not merely close: the plan must not depend on timing. */
+    assert_memory_equal(&a->objective, &b->objective, sizeof a->objective);
+    assert_memory_equal(&a->bound, &b->bound, sizeof a->bound);
+    assert_memory_equal(&a->gap, &b->gap, sizeof a->gap);
+    assert_int_equal(a->nodes, b->nodes);
+    assert_int_equal(a->time_limited, 0);
+    assert_int_equal(b->time_limited, 0);
+}
+
+/* A two-constraint instance that needs a few hundred branch-and-bound
+ * nodes: stopped by the node budget it must give the same plan, objective
+ * and bound on every run, a valid gap, and never claim optimality. */
+static void test_ilp_node_limit_is_deterministic(void **state)
+{
+    (void)state;
+    bp_problem *p = random_problem(4, 200, 200, 10, 10, 2);
+    bp_ilp_options o;
+    bp_ilp_options_default(&o);
+    o.node_limit = 25;
+    bp_solution a = {0}, b = {0}, full = {0};
+    bp_error e;
+    assert_int_equal(bp_solve_ilp(p, &o, &a, &e), BP_OK);
+    assert_int_equal(a.status, BP_SOLVE_FEASIBLE);
+    assert_true(a.nodes > 0 && a.nodes <= o.node_limit + 1);
+    assert_true(a.gap > 0);
+    assert_true(a.bound <= a.objective);
+    for (size_t j = 0; j < p->n_constraints; j++)
+        assert_true(a.cost_total[j] <= p->capacity[j]);
+    assert_int_equal(bp_solve_ilp(p, &o, &b, &e), BP_OK);
+    assert_same_solution(&a, &b);
+
+    /* Without the budget the search goes on to prove optimality; the early
+     * stop's plan and bound must bracket that optimum. */
+    o.node_limit = -1;
+    assert_int_equal(bp_solve_ilp(p, &o, &full, &e), BP_OK);
+    assert_int_equal(full.status, BP_SOLVE_OPTIMAL);
+    assert_true(full.nodes > 25);
+    assert_int_equal(full.time_limited, 0);
+    assert_true(full.objective <= a.objective);
+    assert_true(a.bound <= full.objective + 1e-9 * fabs(full.objective));
+
+    /* The default budget is large enough for this instance. */
+    o.node_limit = 0;
+    assert_int_equal(bp_solve_ilp(p, &o, &b, &e), BP_OK);
+    assert_same_solution(&full, &b);
+    bp_solution_free(&a);
+    bp_solution_free(&b);
+    bp_solution_free(&full);
+    bp_problem_destroy(&p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -280,6 +337,7 @@ int main(void)
         cmocka_unit_test(test_ilp_export_lp_round_trip),
         cmocka_unit_test(test_ilp_export_when_infeasible),
         cmocka_unit_test(test_ilp_mip_gap_and_bound),
+        cmocka_unit_test(test_ilp_node_limit_is_deterministic),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,4 +1,5 @@
-/* The fp32 Llama forward pass, weight cache and weight overrides. */
+/* The fp32 Llama forward pass, weight cache, weight overrides and the
+ * per-layer KV-cache precision. */
 #include "bitplan/llama.h"
 
 #include <cblas.h>
@@ -9,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "bitplan/kv_quant.h"
 #include "calib_internal.h"
 
 /* Per-block tensor slots, in this order. */
@@ -57,6 +59,10 @@ struct bp_llama {
     float *scratch;            /* conversion target beyond the cache limit */
     size_t scratch_n;          /* floats */
     float *inv_freq;           /* head_dim/2 */
+    bp_kv_format *kv_fmt;      /* n_layers; BP_KV_F16 = exact fp32 K/V */
+    float *kv_scale;           /* 2 * n_layers: fp8 K, V scale; 0 = unset */
+    int kv_observe;            /* 1: forward passes update kv_absmax */
+    float *kv_absmax;          /* 2 * n_layers: K, V absolute maxima */
 };
 
 #define NO_SLOT ((size_t)-1)
@@ -90,6 +96,9 @@ void bp_llama_destroy(bp_llama **pl)
     free(l->slots);
     free(l->scratch);
     free(l->inv_freq);
+    free(l->kv_fmt);
+    free(l->kv_scale);
+    free(l->kv_absmax);
     free(l);
     *pl = NULL;
 }
@@ -130,7 +139,10 @@ static int llama_init(const bp_llama_config *cfg, const bp_model *m, bp_llama **
     l->n_slots = 1 + (size_t)cfg->n_layers * L_N + 2;
     l->slots = calloc(l->n_slots, sizeof *l->slots);
     l->inv_freq = malloc(sizeof(float) * (size_t)(cfg->head_dim / 2));
-    if (!l->slots || !l->inv_freq) {
+    l->kv_fmt = calloc((size_t)cfg->n_layers, sizeof *l->kv_fmt);
+    l->kv_scale = calloc(2 * (size_t)cfg->n_layers, sizeof *l->kv_scale);
+    l->kv_absmax = calloc(2 * (size_t)cfg->n_layers, sizeof *l->kv_absmax);
+    if (!l->slots || !l->inv_freq || !l->kv_fmt || !l->kv_scale || !l->kv_absmax) {
         rc = bp_error_set(err, BP_ENOMEM, "out of memory");
         goto out;
     }
@@ -310,6 +322,102 @@ void bp_llama_reset_all_weights(bp_llama *l)
         l->slots[i].own = NULL;
         l->slots[i].ovr = NULL;
     }
+}
+
+/* --- KV-cache precision ---------------------------------------------------- */
+
+static int kv_layer_ok(const bp_llama *l, int64_t layer, int allow_all)
+{
+    return l && ((allow_all && layer == -1) || (layer >= 0 && layer < l->cfg.n_layers));
+}
+
+int bp_llama_set_kv_format(bp_llama *l, int64_t layer, bp_kv_format f, bp_error *err)
+{
+    if (!l)
+        return bp_error_set(err, BP_EINVAL, "set_kv_format: NULL model");
+    if (!kv_layer_ok(l, layer, 1))
+        return bp_error_set(err, BP_EINVAL,
+                            "set_kv_format: layer %lld out of range (-1 or [0, %lld))",
+                            (long long)layer, (long long)l->cfg.n_layers);
+    if (!bp_kv_format_name(f))
+        return bp_error_set(err, BP_EINVAL, "set_kv_format: unknown KV format %d", (int)f);
+    const int64_t lo = layer < 0 ? 0 : layer, hi = layer < 0 ? l->cfg.n_layers : layer + 1;
+    if (f == BP_KV_FP8_E4M3) {
+        /* Check every layer first so a failure changes nothing. */
+        for (int64_t i = lo; i < hi; i++)
+            if (l->kv_scale[2 * i] == 0 || l->kv_scale[2 * i + 1] == 0)
+                return bp_error_set(err, BP_EINVAL,
+                                    "set_kv_format: layer %lld has no fp8_e4m3 K/V scales "
+                                    "(calibrate them first: bp_kv_calibrate_fp8)",
+                                    (long long)i);
+    }
+    for (int64_t i = lo; i < hi; i++)
+        l->kv_fmt[i] = f;
+    return BP_OK;
+}
+
+void bp_llama_reset_kv_formats(bp_llama *l)
+{
+    if (l)
+        memset(l->kv_fmt, 0, sizeof *l->kv_fmt * (size_t)l->cfg.n_layers);
+}
+
+bp_kv_format bp_llama_get_kv_format(const bp_llama *l, int64_t layer)
+{
+    return kv_layer_ok(l, layer, 0) ? l->kv_fmt[layer] : BP_KV_FORMAT_COUNT;
+}
+
+int bp_llama_set_kv_fp8_scales(bp_llama *l, int64_t layer, float k_scale, float v_scale,
+                               bp_error *err)
+{
+    if (!l)
+        return bp_error_set(err, BP_EINVAL, "set_kv_fp8_scales: NULL model");
+    if (!kv_layer_ok(l, layer, 1))
+        return bp_error_set(err, BP_EINVAL,
+                            "set_kv_fp8_scales: layer %lld out of range (-1 or [0, %lld))",
+                            (long long)layer, (long long)l->cfg.n_layers);
+    if (!(isfinite(k_scale) && k_scale > 0) || !(isfinite(v_scale) && v_scale > 0))
+        return bp_error_set(err, BP_EINVAL,
+                            "set_kv_fp8_scales: scales %g, %g must be finite and > 0",
+                            (double)k_scale, (double)v_scale);
+    const int64_t lo = layer < 0 ? 0 : layer, hi = layer < 0 ? l->cfg.n_layers : layer + 1;
+    for (int64_t i = lo; i < hi; i++) {
+        l->kv_scale[2 * i] = k_scale;
+        l->kv_scale[2 * i + 1] = v_scale;
+    }
+    return BP_OK;
+}
+
+void bp_llama_get_kv_fp8_scales(const bp_llama *l, int64_t layer, float *k_scale,
+                                float *v_scale)
+{
+    const int ok = kv_layer_ok(l, layer, 0);
+    if (k_scale)
+        *k_scale = ok ? l->kv_scale[2 * layer] : 0.0f;
+    if (v_scale)
+        *v_scale = ok ? l->kv_scale[2 * layer + 1] : 0.0f;
+}
+
+void bp_llama_kv_observe(bp_llama *l, int on)
+{
+    if (!l)
+        return;
+    if (on)
+        memset(l->kv_absmax, 0, sizeof *l->kv_absmax * 2 * (size_t)l->cfg.n_layers);
+    l->kv_observe = on != 0;
+}
+
+int bp_llama_kv_absmax(const bp_llama *l, int64_t layer, float *k_absmax, float *v_absmax,
+                       bp_error *err)
+{
+    if (!kv_layer_ok(l, layer, 0))
+        return bp_error_set(err, BP_EINVAL, "kv_absmax: layer %lld out of range",
+                            (long long)layer);
+    if (k_absmax)
+        *k_absmax = l->kv_absmax[2 * layer];
+    if (v_absmax)
+        *v_absmax = l->kv_absmax[2 * layer + 1];
+    return BP_OK;
 }
 
 /* Convert a whole stored tensor, in parallel row blocks. The first failing
@@ -554,6 +662,47 @@ static void causal_softmax(float *S, int64_t n_mat, int64_t T, int64_t window)
     }
 }
 
+/* Largest |x|; infinity when any value is not finite, so calibration sees
+ * the problem instead of a maximum that skipped it. */
+static float absmax_of(const float *x, int64_t n)
+{
+    float m = 0.0f;
+    int bad = 0;
+    for (int64_t i = 0; i < n; i++) {
+        m = fmaxf(m, fabsf(x[i]));
+        bad |= !isfinite(x[i]);
+    }
+    return bad ? INFINITY : m;
+}
+
+/* Turn one layer's K (after RoPE) and V into what a KV cache in the layer's
+ * format holds, in place, before any attention reads them. Quantization is
+ * per (token, head) or with a static scale, so quantizing every position at
+ * once equals a decoder quantizing each token as it enters the cache. */
+static int kv_cache_layer(bp_llama *l, int layer, float *k, float *v, int64_t M,
+                          int64_t nkv, int64_t hd, bp_error *err)
+{
+    if (l->kv_observe) {
+        const float ka = absmax_of(k, M * nkv * hd), va = absmax_of(v, M * nkv * hd);
+        /* Forward passes may run concurrently on one model (eval work units);
+         * a maximum merges in any order to the same value. */
+#pragma omp critical(bp_calib_kv_observe)
+        {
+            l->kv_absmax[2 * layer] = fmaxf(l->kv_absmax[2 * layer], ka);
+            l->kv_absmax[2 * layer + 1] = fmaxf(l->kv_absmax[2 * layer + 1], va);
+        }
+    }
+    const bp_kv_format f = l->kv_fmt[layer];
+    if (f == BP_KV_F16)
+        return BP_OK;
+    int rc = bp_kv_qdq(f, k, M, nkv, hd, l->kv_scale[2 * layer], k, err);
+    if (rc == BP_OK)
+        rc = bp_kv_qdq(f, v, M, nkv, hd, l->kv_scale[2 * layer + 1], v, err);
+    if (rc != BP_OK && err)
+        bp_error_prefix(err, "forward: layer %d, %s KV cache", layer, bp_kv_format_name(f));
+    return rc;
+}
+
 static void hook(const bp_llama_hooks *hooks, int layer, bp_linear_input which,
                  const float *x, int64_t M, int64_t dim)
 {
@@ -696,6 +845,8 @@ int bp_llama_forward_batch(bp_llama *l, const uint32_t *tokens, int64_t n_seq,
             goto out;
         rope(q, M, T, nh, hd, cosv, sinv);
         rope(k, M, T, nkv, hd, cosv, sinv);
+        if ((rc = kv_cache_layer(l, layer, k, v, M, nkv, hd, err)) < 0)
+            goto out;
         /* Score matrices for a group of (sequence, head) pairs, then one
          * softmax region for the group, then the value products. */
         for (int64_t p0 = 0; p0 < n_pairs; p0 += group_pairs) {

@@ -11,9 +11,10 @@
 
 #include "bitplan/format.h"
 
-/* Clipping grid for the int formats: alpha_k = (40 - k) / 40, k = 0..15,
- * searched coarse to fine: every BP__COARSE_STEP-th point from k = 0, then
- * halving steps around the best (docs/formats.md). */
+/* Clipping grid for the int formats: alpha_k = (40 - k) / 40, k = 0..15.
+ * Grouped formats walk it from a per-bit-width start; per-row formats
+ * search it coarse to fine from every BP__COARSE_STEP-th point
+ * (docs/formats.md, "Clipping grid"). */
 #define BP__NALPHA 16
 #define BP__COARSE_STEP 4
 /* Independent float accumulators in the group loops. A fixed lane count
@@ -22,6 +23,8 @@
 #define BP__LANES 16
 /* 1.5 * 2^23: (v + M) - M rounds |v| < 2^22 to an integer, ties to even. */
 #define BP__RNE_MAGIC 12582912.0f
+/* Columns per float block of the per-row error (docs/formats.md). */
+#define BP__ERR_BLOCK 128
 
 #define BP__F16_MAX 65504.0f
 #define BP__E4M3_MAX 448.0f

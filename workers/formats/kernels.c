@@ -4,8 +4,9 @@
  * parameter search), then per element v = code as a float, q = dequantized
  * value, both through the inline helpers of formats_internal.h. The group
  * loops keep BP__LANES independent float accumulators so their result does
- * not depend on vectorization; the per-row errors are summed in double, also
- * in BP__LANES fixed lanes (row_err, shared by the fused kernel and
+ * not depend on vectorization; the per-row errors are summed in float per
+ * block of BP__ERR_BLOCK columns and in double across blocks, also in
+ * BP__LANES fixed lanes (err_block, shared by the fused kernel and
  * bp_format_error_rows). */
 #include <float.h>
 #include <omp.h>
@@ -114,6 +115,64 @@ INL vf vminf(vf a, vf b)
     return r;
 }
 
+/* Lane masks (all ones / zero) and integer min / max, written as lane
+ * loops for the same reason as vmaxf: GCC maps these to one compare or
+ * (v)pminsd / (v)pmaxsd in every clone, where the equivalent vector
+ * comparison expressions were partly lowered to scalar code. */
+INL vi vltf(vf a, vf b)
+{
+    vi r;
+    for (int l = 0; l < L; l++)
+        r[l] = a[l] < b[l] ? -1 : 0;
+    return r;
+}
+
+INL vi veqf(vf a, vf b)
+{
+    vi r;
+    for (int l = 0; l < L; l++)
+        r[l] = a[l] == b[l] ? -1 : 0;
+    return r;
+}
+
+INL vi vlti(vi a, vi b)
+{
+    vi r;
+    for (int l = 0; l < L; l++)
+        r[l] = a[l] < b[l] ? -1 : 0;
+    return r;
+}
+
+INL vi veqi(vi a, int32_t b)
+{
+    vi r;
+    for (int l = 0; l < L; l++)
+        r[l] = a[l] == b ? -1 : 0;
+    return r;
+}
+
+INL vi vmini(vi a, vi b)
+{
+    vi r;
+    for (int l = 0; l < L; l++)
+        r[l] = a[l] < b[l] ? a[l] : b[l];
+    return r;
+}
+
+INL vi vmaxi(vi a, vi b)
+{
+    vi r;
+    for (int l = 0; l < L; l++)
+        r[l] = a[l] > b[l] ? a[l] : b[l];
+    return r;
+}
+
+/* Lane i of v in every lane (one permute, no trip through memory). */
+INL vf vlane(vf v, int i)
+{
+    return __builtin_shuffle(v, vsplati(i));
+}
+
 /* ---- group statistics -------------------------------------------------- */
 
 INL void group_minmax(const float *x, int64_t n, float *mn_out, float *mx_out)
@@ -186,10 +245,8 @@ INL vf v_e2m1_q(vf x, vf inv, vf s)
     const vf six = vsplat(BP__E2M1_MAX);
     vi xb = (vi)x;
     vf a = (vf)(xb & ~sign) * inv;
-    vi u = (vi)a;
-    u = VSELI(u < cap, u, cap);
-    vi e = u >> 23;
-    e = VSELI(e > elo, e, elo);
+    vi u = vmini((vi)a, cap);
+    vi e = vmaxi(u >> 23, elo);
     vf m = (vf)(((e + (23 - 1)) << 23) | vsplati(0x400000));
     vf r = ((vf)u + m) - m;
     r = vminf(r, six);
@@ -235,55 +292,67 @@ INL float vlane_sum(vf acc, const float *x, const float *q, int64_t m)
     return vsum(acc);
 }
 
-/* One pass of a candidate over a group: the squared error sum_j (x - q)^2 in
- * float, element j into lane j mod L, lanes reduced by vsum. With
- * store = 1 the dequantized values are also written to q (callers pass a
- * literal, so each use compiles to one straight loop). The last n mod L
- * elements go through the scalar helpers, which compute the same values. */
-INL float pass_sym(const float *x, int64_t n, float s, float inv, float lo, float hi,
-                   float *q, const int store)
+/* The lane sums of L accumulators at once: lane i of the result is
+ * accumulator i's lanes summed by exactly vsum's tree (l += l + w for
+ * w = 8, 4, 2, 1), with the additions of all accumulators done together:
+ * each level adds the two halves of pairs of vectors, packed two to one
+ * by shuffles, so 15 adds and 30 shuffles replace 16 dependent chains. */
+INL vf vsum16(const vf *a)
 {
-    vf acc = vsplat(0.0f), vs = vsplat(s), vinv = vsplat(inv), vlo = vsplat(lo),
-       vhi = vsplat(hi);
-    int64_t j = 0;
-    for (; j + L <= n; j += L) {
-        vf xv = vload(x + j);
-        vf qv = v_int_sym_q(xv, vinv, vlo, vhi, vs);
-        if (store)
-            vstore(q + j, qv);
-        vf e = xv - qv;
-        acc += e * e;
-    }
-    float t[L];
-    for (int64_t l = 0; j + l < n; l++) {
-        t[l] = bp__int_sym_q(bp__int_sym_v(x[j + l], inv, lo, hi), s);
-        if (store)
-            q[j + l] = t[l];
-    }
-    return vlane_sum(acc, x + j, t, n - j);
+    const vi lo1 = {0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23},
+             hi1 = {8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31},
+             lo2 = {0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27},
+             hi2 = {4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31},
+             lo3 = {0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29},
+             hi3 = {2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31},
+             lo4 = {0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30},
+             hi4 = {1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31};
+    vf v[8], w[4], x[2];
+    /* v[g]: halves = groups g, g + 8; w[g]: quarters = g, g+4, g+8, g+12;
+     * x[g]: eighths = g, g + 2, ..., g + 14; the result in group order. */
+    for (int g = 0; g < 8; g++)
+        v[g] = __builtin_shuffle(a[g], a[g + 8], lo1) + __builtin_shuffle(a[g], a[g + 8], hi1);
+    for (int g = 0; g < 4; g++)
+        w[g] = __builtin_shuffle(v[g], v[g + 4], lo2) + __builtin_shuffle(v[g], v[g + 4], hi2);
+    for (int g = 0; g < 2; g++)
+        x[g] = __builtin_shuffle(w[g], w[g + 2], lo3) + __builtin_shuffle(w[g], w[g + 2], hi3);
+    return __builtin_shuffle(x[0], x[1], lo4) + __builtin_shuffle(x[0], x[1], hi4);
 }
 
-INL float pass_asym(const float *x, int64_t n, float s, float inv, float off, float qmax,
-                    float *q, const int store)
+/* One pass of an int candidate over a group, in code units: sum_j (y - v)^2
+ * with y = (x - off) * inv (sym: x * inv) and v = rne(clamp(y, lo, hi)),
+ * in float, element j into lane j mod L, lanes reduced by vsum. The last
+ * n mod L elements go to lanes 0 .. with the same scalar operations. */
+INL vf pass_int(const float *x, int64_t n, vf vinv, vf voff, vf vlo, vf vhi, const int asym)
 {
-    vf acc = vsplat(0.0f), vs = vsplat(s), vinv = vsplat(inv), voff = vsplat(off),
-       vq = vsplat(qmax);
+    const vf magic = vsplat(BP__RNE_MAGIC);
+    vf acc = vsplat(0.0f);
+    if (asym)
+        vlo = vzero_opaque();
     int64_t j = 0;
     for (; j + L <= n; j += L) {
         vf xv = vload(x + j);
-        vf qv = v_int_asym_q(xv, vinv, voff, vq, vs);
-        if (store)
-            vstore(q + j, qv);
-        vf e = xv - qv;
+        vf y = asym ? (xv - voff) * vinv : xv * vinv;
+        vf v = vmaxf(y, vlo);
+        v = vminf(v, vhi);
+        v = (v + magic) - magic;
+        vf e = y - v;
         acc += e * e;
     }
-    float t[L];
-    for (int64_t l = 0; j + l < n; l++) {
-        t[l] = bp__int_asym_q(bp__int_asym_v(x[j + l], inv, off, qmax), s, off);
-        if (store)
-            q[j + l] = t[l];
+    if (j < n) {
+        float a[L], inv = vinv[0], off = voff[0], lo = vlo[0], hi = vhi[0];
+        memcpy(a, &acc, sizeof a);
+        for (int64_t l = 0; j + l < n; l++) {
+            float y = asym ? (x[j + l] - off) * inv : x[j + l] * inv;
+            float v = y > lo ? y : lo;
+            v = v < hi ? v : hi;
+            v = (v + BP__RNE_MAGIC) - BP__RNE_MAGIC;
+            float e = y - v;
+            a[l] += e * e;
+        }
+        memcpy(&acc, a, sizeof a);
     }
-    return vlane_sum(acc, x + j, t, n - j);
+    return acc;
 }
 
 INL float pass_e2m1(const float *x, int64_t n, float s, float inv, float *q, const int store)
@@ -314,160 +383,74 @@ static inline float int_hi(int bits) { return (float)((1 << (bits - 1)) - 1); }
 static inline float int_qmax(int bits) { return (float)((1 << bits) - 1); }
 
 /* The int clipping search (docs/formats.md, "Clipping grid"): candidates
- * on the grid alpha_k = (40 - k) / 40, k = 0..15, visited coarse to fine:
- * k = 0, 4, 8, 12; then, around the best c, c + 2d and (only if that did
- * not become the best) c - 2d; then the same with steps of 1 around the new
- * best (d = probe_dir(bits); at most 8 of the 16 candidates). "Best" is the
- * smallest search error so far, ties going to the smaller k (the larger
- * alpha).
- * Before a candidate's pass, a lower bound of the pass's result is
- * computed: the float sum of the squared errors of the group's min and max
- * elements under that candidate, with the pass's own operations. Float
- * addition of non-negative terms is monotone, so the pass cannot return
- * less; a candidate whose bound cannot win is skipped. Skipping never
- * changes the choice (nor, therefore, which candidates the refinement
- * visits), only the cost. k = 0 is always run.
+ * on the grid alpha_k = (40 - k) / 40, k = 0..15, visited by a per-group
+ * walk (grouped formats) or coarse to fine (per-row formats), see
+ * walk_next. "Best" is the smallest search error so far, ties going to the
+ * smaller k (the larger alpha).
+ *
+ * The search error of a candidate is measured in code units, where the
+ * pass is cheapest: s^2 * sum_j (y_j - v_j)^2 with y = (x - offset) / scale
+ * (times inv, as quantization computes it) and v its clamped, rounded code;
+ * the float sum uses the fixed lanes of pass_int. A candidate whose scale
+ * rounds to 0 has error +inf (only fully degenerate groups, where every
+ * candidate is the same, end on one).
+ *
+ * Before a candidate's pass, a lower bound of its error is computed from
+ * the group's min and max elements with the pass's own operations: float
+ * addition and multiplication of non-negative terms are monotone, so the
+ * pass cannot return less, and a candidate whose bound cannot win is
+ * skipped without changing the choice.
  *
  * Symmetric: the signed value of largest magnitude m maps to code
  * -2^(b-1) (so the scale is negative when m > 0), shrunk by alpha.
  * Asymmetric: the range [mn, mx] shrunk by alpha about its centre; scale =
  * range / (2^b - 1), offset = low end, both rounded to fp16 before the
- * error of the candidate is measured.
- *
- * A group's search is a short chain of dependent steps (each pass's result
- * decides the next), so the row kernel runs step it of many groups before
- * step it + 1 of any: the groups' chains are independent and overlap in the
- * core. The state below carries a group from step to step. With store, each
- * pass also writes its dequantized values, into whichever of q and tmp does
- * not hold the best candidate's; the winner ends in q. */
-#define NVISIT (BP__NALPHA / BP__COARSE_STEP + 4)
+ * error of the candidate is measured. */
 
-/* Which side of the centre a refinement step tries first: +1 toward more
- * clipping (2-bit formats, whose best alpha is usually small), -1 toward
- * less. The other side is tried only when the first did not win, which
- * (for an error that is unimodal in alpha) cannot lose the minimum. */
+/* Which side of the centre a probe tries first: +1 toward more clipping
+ * (2-bit formats, whose best alpha is usually small), -1 toward less. */
 static inline int probe_dir(int bits) { return bits <= 2 ? 1 : -1; }
 
-typedef struct gstate {
-    float mn, mx; /* group min and max (the bound's elements) */
-    float m, r;   /* sym: signed largest-magnitude value; asym: clamped min, range */
-    float best, bs, bo; /* best search error, its scale and offset */
-    int bi, c;    /* best k (-1 before the first pass); refinement centre */
-    int inq;      /* store: 1 when the best candidate's values are in q */
-} gstate;
-
-INL void int_init(int asym, const float *x, int64_t n, gstate *st)
+/* Where the walk of a grouped format starts: about the median best k of
+ * that bit width on Gaussian-like weights (docs/formats.md), so the walk
+ * is short. */
+static inline int walk_start(int bits, int asym)
 {
-    group_minmax(x, n, &st->mn, &st->mx);
-    if (asym) {
-        /* Keep mx - mn finite; fp16 parameters saturate far below this. */
-        const float lim = 0x1p30f;
-        float cmn = st->mn > -lim ? st->mn : -lim, cmx = st->mx < lim ? st->mx : lim;
-        cmn = cmn < lim ? cmn : lim;
-        cmx = cmx > -lim ? cmx : -lim;
-        st->m = cmn;
-        st->r = cmx - cmn;
-    } else {
-        st->m = -st->mn > st->mx ? st->mn : st->mx;
-        st->r = 0.0f;
-    }
-    st->best = INFINITY;
-    st->bs = st->bo = 0.0f;
-    st->bi = -1;
-    st->c = 0;
-    st->inq = 0;
-}
-
-/* Step it (0 .. NVISIT-1) of one group's search. */
-INL void int_step(int bits, int asym, const float *x, int64_t n, gstate *st, int it, float *q,
-                  float *tmp, const int store)
-{
-    int k;
-    if (it < BP__NALPHA / BP__COARSE_STEP) {
-        k = it * BP__COARSE_STEP;
-    } else {
-        int f = it - BP__NALPHA / BP__COARSE_STEP; /* 0..3 */
-        int step = (f < 2 ? BP__COARSE_STEP / 2 : BP__COARSE_STEP / 4) * probe_dir(bits);
-        if ((f & 1) == 0) {
-            st->c = st->bi;
-            k = st->c + step;
-        } else {
-            if (st->bi != st->c) /* the first probe won: the other side cannot */
-                return;
-            k = st->c - step;
-        }
-        if (k < 0 || k >= BP__NALPHA)
-            return;
-    }
-    float lo = int_lo(bits), hi = int_hi(bits), qmax = int_qmax(bits);
-    float a = bp__alpha[k], s, o, inv, e0, e1;
-    if (asym) {
-        s = bp__f16_round(a * st->r / qmax);
-        o = bp__f16_round(st->m + 0.5f * (1.0f - a) * st->r);
-        inv = bp__inv(s);
-        e0 = st->mn - bp__int_asym_q(bp__int_asym_v(st->mn, inv, o, qmax), s, o);
-        e1 = st->mx - bp__int_asym_q(bp__int_asym_v(st->mx, inv, o, qmax), s, o);
-    } else {
-        s = bp__f16_round(a * st->m / lo);
-        o = 0.0f;
-        inv = bp__inv(s);
-        e0 = st->mn - bp__int_sym_q(bp__int_sym_v(st->mn, inv, lo, hi), s);
-        e1 = st->mx - bp__int_sym_q(bp__int_sym_v(st->mx, inv, lo, hi), s);
-    }
-    if (st->bi >= 0) {
-        float bound = n > 1 ? e0 * e0 + e1 * e1 : e0 * e0;
-        if (!(bound < st->best || (bound == st->best && k < st->bi)))
-            return;
-    }
-    float *dst = store ? (st->inq ? tmp : q) : NULL;
-    float e = asym ? pass_asym(x, n, s, inv, o, qmax, dst, store)
-                   : pass_sym(x, n, s, inv, lo, hi, dst, store);
-    if (st->bi < 0 || e < st->best || (e == st->best && k < st->bi)) {
-        st->best = e;
-        st->bi = k;
-        st->bs = s;
-        st->bo = o;
-        st->inq = dst == q;
+    switch (bits) {
+    case 2: return asym ? 12 : 8;
+    case 3: return 6;
+    case 4: return 4;
+    case 5: return 2;
+    default: return 0;
     }
 }
 
-INL void int_finish(const gstate *st, int64_t n, bp_qparams *p, float *q, const float *tmp,
-                    const int store)
-{
-    p->scale = st->bs;
-    p->offset = st->bo;
-    if (store && !st->inq)
-        memcpy(q, tmp, (size_t)n * sizeof *q);
-}
-
-/* One group's search (with store: q and tmp n floats each). */
-INL void fit_int(int bits, int asym, const float *x, int64_t n, bp_qparams *p, float *q,
-                 float *tmp, const int store)
-{
-    gstate st;
-    int_init(asym, x, n, &st);
-    for (int it = 0; it < NVISIT; it++)
-        int_step(bits, asym, x, n, &st, it, q, tmp, store);
-    int_finish(&st, n, p, q, tmp, store);
-}
+/* Phases of a group's search (vector lanes hold one group each):
+ *   W_FWD   probe c + step * dir; a win walks on (grouped formats) or ends
+ *           the step; otherwise try W_BWD
+ *   W_BWD   probe c - step * dir (dir flipped); a win walks on or ends the
+ *           step; otherwise the step ends
+ *   W_WALK  keep probing one step further while each probe wins
+ * The end of a step of 2 starts a step of 1 around the best (W_FWD, dir
+ * reset); the end of a step of 1 ends the search (W_DONE). A probe outside
+ * the grid, or skipped by its bound, counts as not winning. */
+enum { W_FWD, W_BWD, W_WALK, W_DONE };
 
 /* ---- the search for L groups at once ------------------------------------
- * The row kernel runs the same search for L groups of a row side by side,
- * lane i of every vector below belonging to group i: the candidate
- * parameters, bounds and bookkeeping are computed for all L groups with the
- * same operations int_step applies to one group (bp__f16_round, bp__inv and
- * the int helpers written out for vectors), and only the passes themselves
- * run group by group. The choices are therefore exactly fit_int's. */
+ * The search runs for up to L groups side by side, lane i of every vector
+ * below belonging to group i: the candidate parameters and bounds are
+ * computed for all groups with vector operations (lane i is exactly the
+ * scalar operation on group i), and only the passes run group by group.
+ * A group's choices therefore do not depend on which other groups share
+ * its block. */
 
 INL vi vbits(vf v) { return (vi)v; }
 
 /* bp__round_mini on L lanes (a >= 0). */
 INL vf v_round_mini(vf a, int mbits, int emin, int32_t cap)
 {
-    vi u = vbits(a), vcap = vsplati(cap), lo = vsplati(emin + 127);
-    u = VSELI(u < vcap, u, vcap);
-    vi e = u >> 23;
-    e = VSELI(e > lo, e, lo);
+    vi u = vmini(vbits(a), vsplati(cap));
+    vi e = vmaxi(u >> 23, vsplati(emin + 127));
     vf m = (vf)(((e + (23 - mbits)) << 23) | vsplati(0x400000));
     return ((vf)u + m) - m;
 }
@@ -484,134 +467,209 @@ INL vf v_f16_round(vf x)
 INL vf v_inv(vf s)
 {
     const vf zero = vsplat(0.0f), one = vsplat(1.0f);
-    vi nz = s != zero;
+    vi nz = ~veqf(s, zero);
     vf d = VSEL(nz, s, one);
     vf r = one / d;
     return VSEL(nz, r, zero);
 }
 
-INL vf v_int_sym_v(vf x, vf inv, vf lo, vf hi)
+/* The code of y (already scaled) as a float: clamp to [lo, hi], then RNE. */
+INL vf v_code(vf y, vf lo, vf hi)
 {
     const vf magic = vsplat(BP__RNE_MAGIC);
-    vf v = x * inv;
-    v = vmaxf(v, lo);
+    vf v = vmaxf(y, lo);
     v = vminf(v, hi);
     return (v + magic) - magic;
 }
 
-INL vf v_int_asym_v(vf x, vf inv, vf off, vf qmax)
+/* The running state of the search of a block of up to L groups, lane i
+ * for group i: the group statistics the candidates derive from, and the
+ * best candidate so far (search error, scale, offset, k; k = -1 before
+ * the first visit). */
+typedef struct int_blk {
+    vf mn, mx, m, r;
+    vf best, bs, bo;
+    vi bi;
+} int_blk;
+
+/* Visit candidate k in every lane of ok, keeping the best: returns the
+ * lanes where it won. */
+INL vi visit(const int asym, const float *x, int64_t g, vi k, vi ok, int_blk *b, vf vqmax,
+             vf clo, vf chi)
 {
-    const vf magic = vsplat(BP__RNE_MAGIC), zero = vsplat(0.0f);
-    vf v = (x - off) * inv;
-    v = vmaxf(v, zero);
-    v = vminf(v, qmax);
-    return (v + magic) - magic;
+    const vf zero = vsplat(0.0f), half = vsplat(0.5f), one = vsplat(1.0f),
+             forty = vsplat(40.0f), inf = vsplat(INFINITY);
+    /* alpha_k = (40 - k) / 40, as the table holds it. */
+    vf a = __builtin_convertvector(40 - k, vf) / forty;
+    vf s, o;
+    if (asym) {
+        s = v_f16_round(a * b->r / vqmax);
+        o = v_f16_round(b->m + half * (one - a) * b->r);
+    } else {
+        s = v_f16_round(a * b->m / clo);
+        o = zero;
+    }
+    vf inv = v_inv(s), s2 = s * s;
+    vf y0 = asym ? (b->mn - o) * inv : b->mn * inv, y1 = asym ? (b->mx - o) * inv : b->mx * inv;
+    vf e0 = y0 - v_code(y0, clo, chi), e1 = y1 - v_code(y1, clo, chi);
+    vf bound = s2 * (g > 1 ? e0 * e0 + e1 * e1 : e0 * e0);
+    vi first = vlti(b->bi, vsplati(0)), kfirst = vlti(k, b->bi);
+    ok &= first | vltf(bound, b->best) | (veqf(bound, b->best) & kfirst);
+    /* The passes of the groups whose candidate may win; the branch per
+     * group is on a lane of a register, and the accumulators stay in
+     * registers (constant indices after unrolling). */
+    vf acc[L];
+#pragma GCC unroll 16
+    for (int i = 0; i < L; i++) {
+        acc[i] = zero;
+        if (ok[i])
+            acc[i] = pass_int(x + i * g, g, vlane(inv, i), vlane(o, i), clo, chi, asym);
+    }
+    vf e = s2 * vsum16(acc);
+    e = VSEL(~veqf((vf)(vbits(s) & vsplati(0x7fffffff)), zero), e, inf);
+    vi won = ok & (first | vltf(e, b->best) | (veqf(e, b->best) & kfirst));
+    b->best = VSEL(won, e, b->best);
+    b->bs = VSEL(won, s, b->bs);
+    b->bo = VSEL(won, o, b->bo);
+    b->bi = VSELI(won, k, b->bi);
+    return won;
 }
 
-/* Every group of a row (cols a multiple of g): q[cols] receives the
- * dequantized row, tmp[cols] is scratch. Same choices as fit_int. */
-INL void fit_int_row(int bits, int asym, const float *x, int64_t cols, int64_t g, float *q,
-                     float *tmp)
+/* Lane i of the result: min (max) over the lanes of a[i] (b[i]), by the
+ * shuffles of vsum16 (min and max are exact, so the order is free). */
+INL void vminmax16(const vf *a, const vf *b, vf *mn, vf *mx)
 {
-    const vf vlo = vsplat(int_lo(bits)), vhi = vsplat(int_hi(bits)),
-             vqmax = vsplat(int_qmax(bits)), zero = vsplat(0.0f), half = vsplat(0.5f),
-             one = vsplat(1.0f), forty = vsplat(40.0f), inf = vsplat(INFINITY);
-    const vi ones = vsplati(-1), none = vsplati(0);
-    int64_t ng = cols / g;
-    for (int64_t b0 = 0; b0 < ng; b0 += L) {
-        int nb = ng - b0 < L ? (int)(ng - b0) : L;
-        const float *xb = x + b0 * g;
-        float *qb = q + b0 * g, *tb = tmp + b0 * g;
-        gstate st;
-        float mna[L] = {0}, mxa[L] = {0}, ma[L] = {0}, ra[L] = {0};
-        for (int i = 0; i < nb; i++) {
-            int_init(asym, xb + i * g, g, &st);
-            mna[i] = st.mn;
-            mxa[i] = st.mx;
-            ma[i] = st.m;
-            ra[i] = st.r;
-        }
-        vf mn = vload(mna), mx = vload(mxa), m = vload(ma), r = vload(ra);
-        vi live, bi = vsplati(-1), c = none, inq = none;
-        for (int l = 0; l < L; l++)
-            live[l] = l < nb ? -1 : 0;
-        vf best = inf, bs = zero, bo = zero;
-        for (int it = 0; it < NVISIT; it++) {
-            vi k, ok = live;
-            if (it < BP__NALPHA / BP__COARSE_STEP) {
-                k = vsplati(it * BP__COARSE_STEP);
-            } else {
-                int f = it - BP__NALPHA / BP__COARSE_STEP;
-                int step =
-                    (f < 2 ? BP__COARSE_STEP / 2 : BP__COARSE_STEP / 4) * probe_dir(bits);
-                if ((f & 1) == 0) {
-                    c = bi;
-                    k = c + step;
-                } else {
-                    ok &= bi == c;
-                    k = c - step;
-                }
-                ok &= (k >= 0) & (k < BP__NALPHA);
-            }
-            /* alpha_k = (40 - k) / 40, as the table holds it. */
-            vf a = __builtin_convertvector(40 - k, vf) / forty;
-            vf s, o, inv, e0, e1;
-            if (asym) {
-                s = v_f16_round(a * r / vqmax);
-                o = v_f16_round(m + half * (one - a) * r);
-                inv = v_inv(s);
-                e0 = mn - (s * v_int_asym_v(mn, inv, o, vqmax) + o);
-                e1 = mx - (s * v_int_asym_v(mx, inv, o, vqmax) + o);
-            } else {
-                s = v_f16_round(a * m / vlo);
-                o = zero;
-                inv = v_inv(s);
-                e0 = mn - s * v_int_sym_v(mn, inv, vlo, vhi);
-                e1 = mx - s * v_int_sym_v(mx, inv, vlo, vhi);
-            }
-            vf bound = g > 1 ? e0 * e0 + e1 * e1 : e0 * e0;
-            vi first = bi < 0;
-            ok &= first | (bound < best) | ((bound == best) & (k < bi));
-            /* The passes, group by group, from plain arrays (reading
-             * vector lanes one at a time is slow). */
-            float sa[L], ia[L], oa[L], ea[L];
-            int32_t oka[L], qa[L];
-            memcpy(sa, &s, sizeof sa);
-            memcpy(ia, &inv, sizeof ia);
-            memcpy(oa, &o, sizeof oa);
-            memcpy(oka, &ok, sizeof oka);
-            memcpy(qa, &inq, sizeof qa);
-            /* The groups whose candidate is not pruned, listed without a
-             * branch per group: whether a group is pruned is close to a
-             * coin toss, and a mispredicted branch per group costs about
-             * as much as a quarter of a pass. */
-            int idx[L], cnt = 0;
-            for (int i = 0; i < L; i++) {
-                ea[i] = INFINITY;
-                idx[cnt] = i;
-                cnt += oka[i] != 0;
-            }
-            for (int t = 0; t < cnt; t++) {
-                int i = idx[t];
-                const float *xi = xb + i * g;
-                float *dst = (qa[i] ? tb : qb) + i * g;
-                ea[i] = asym ? pass_asym(xi, g, sa[i], ia[i], oa[i], int_qmax(bits), dst, 1)
-                             : pass_sym(xi, g, sa[i], ia[i], int_lo(bits), int_hi(bits), dst, 1);
-            }
-            vf e = vload(ea);
-            vi better = ok & (first | (e < best) | ((e == best) & (k < bi)));
-            best = VSEL(better, e, best);
-            bs = VSEL(better, s, bs);
-            bo = VSEL(better, o, bo);
-            bi = VSELI(better, k, bi);
-            inq = VSELI(better, VSELI(inq != 0, none, ones), inq);
-        }
-        int32_t qa[L];
-        memcpy(qa, &inq, sizeof qa);
-        for (int i = 0; i < nb; i++)
-            if (!qa[i])
-                memcpy(qb + i * g, tb + i * g, (size_t)g * sizeof *q);
+    const vi lo1 = {0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23},
+             hi1 = {8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31},
+             lo2 = {0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27},
+             hi2 = {4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31},
+             lo3 = {0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29},
+             hi3 = {2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31},
+             lo4 = {0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30},
+             hi4 = {1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31};
+    vf v[8], w[4], x[2], p[8], q[4], r[2];
+    for (int g = 0; g < 8; g++) {
+        v[g] = vminf(__builtin_shuffle(a[g], a[g + 8], lo1), __builtin_shuffle(a[g], a[g + 8], hi1));
+        p[g] = vmaxf(__builtin_shuffle(b[g], b[g + 8], lo1), __builtin_shuffle(b[g], b[g + 8], hi1));
     }
+    for (int g = 0; g < 4; g++) {
+        w[g] = vminf(__builtin_shuffle(v[g], v[g + 4], lo2), __builtin_shuffle(v[g], v[g + 4], hi2));
+        q[g] = vmaxf(__builtin_shuffle(p[g], p[g + 4], lo2), __builtin_shuffle(p[g], p[g + 4], hi2));
+    }
+    for (int g = 0; g < 2; g++) {
+        x[g] = vminf(__builtin_shuffle(w[g], w[g + 2], lo3), __builtin_shuffle(w[g], w[g + 2], hi3));
+        r[g] = vmaxf(__builtin_shuffle(q[g], q[g + 2], lo3), __builtin_shuffle(q[g], q[g + 2], hi3));
+    }
+    *mn = vminf(__builtin_shuffle(x[0], x[1], lo4), __builtin_shuffle(x[0], x[1], hi4));
+    *mx = vmaxf(__builtin_shuffle(r[0], r[1], lo4), __builtin_shuffle(r[0], r[1], hi4));
+}
+
+/* Min and max of each of nb <= L groups of g elements, lane i for group
+ * i, 0 in the lanes from nb on. */
+INL void block_minmax(const float *x, int64_t g, int nb, vf *mn, vf *mx)
+{
+    if (g % L != 0) {
+        float mna[L] = {0}, mxa[L] = {0};
+        for (int i = 0; i < nb; i++)
+            group_minmax(x + i * g, g, &mna[i], &mxa[i]);
+        *mn = vload(mna);
+        *mx = vload(mxa);
+        return;
+    }
+    vf a[L], b[L];
+#pragma GCC unroll 16
+    for (int i = 0; i < L; i++) {
+        vf lo = vsplat(0.0f), hi = lo;
+        if (i < nb) {
+            const float *xi = x + i * g;
+            lo = vload(xi);
+            hi = lo;
+            for (int64_t j = L; j < g; j += L) {
+                vf v = vload(xi + j);
+                lo = vminf(v, lo);
+                hi = vmaxf(v, hi);
+            }
+        }
+        a[i] = lo;
+        b[i] = hi;
+    }
+    vminmax16(a, b, mn, mx);
+}
+
+/* Fit groups x[i*g .. (i+1)*g), i < nb <= L: scale and offset of each into
+ * s[i], o[i]. grouped selects the walk (1) or the per-row schedule (0). */
+INL void search_int(int bits, const int asym, int grouped, const float *x, int64_t g, int nb,
+                    float *s_out, float *o_out)
+{
+    const vf vqmax = vsplat(int_qmax(bits)), zero = vsplat(0.0f);
+    const vf clo = asym ? zero : vsplat(int_lo(bits)), chi = asym ? vqmax : vsplat(int_hi(bits));
+    const vi vd = vsplati(probe_dir(bits)), none = vsplati(0), walks = vsplati(grouped ? -1 : 0);
+    int_blk b;
+    block_minmax(x, g, nb, &b.mn, &b.mx);
+    if (asym) {
+        /* Keep mx - mn finite; fp16 parameters saturate far below this. */
+        const vf lim = vsplat(0x1p30f), nlim = vsplat(-0x1p30f);
+        vf cmn = vmaxf(b.mn, nlim), cmx = vminf(b.mx, lim);
+        cmn = vminf(cmn, lim);
+        cmx = vmaxf(cmx, nlim);
+        b.m = cmn;
+        b.r = cmx - cmn;
+    } else {
+        b.m = VSEL(vltf(b.mx, zero - b.mn), b.mn, b.mx);
+        b.r = zero;
+    }
+    vi live;
+    for (int l = 0; l < L; l++)
+        live[l] = l < nb ? -1 : 0;
+    b.best = vsplat(INFINITY);
+    b.bs = zero;
+    b.bo = zero;
+    b.bi = vsplati(-1);
+    if (grouped) {
+        visit(asym, x, g, vsplati(walk_start(bits, asym)), live, &b, vqmax, clo, chi);
+    } else {
+        for (int k = 0; k < BP__NALPHA; k += BP__COARSE_STEP)
+            visit(asym, x, g, vsplati(k), live, &b, vqmax, clo, chi);
+    }
+    vi c = b.bi, step = vsplati(2), dir = vd, ph = VSELI(live, vsplati(W_FWD), vsplati(W_DONE));
+    for (;;) {
+        vi act = ~veqi(ph, W_DONE);
+        int any = 0;
+        for (int l = 0; l < L; l++)
+            any |= act[l];
+        if (!any)
+            break;
+        vi k = c + step * dir;
+        vi inr = ~vlti(k, vsplati(0)) & vlti(k, vsplati(BP__NALPHA));
+        vi won = visit(asym, x, g, VSELI(inr, k, c), act & inr, &b, vqmax, clo, chi);
+        vi isf = veqi(ph, W_FWD), isb = veqi(ph, W_BWD), isw = veqi(ph, W_WALK);
+        vi to_walk = won & (isf | isb) & walks;
+        vi to_bwd = ~won & isf;
+        vi to_next = (~won & (isb | isw)) | (won & (isf | isb) & ~walks);
+        c = VSELI(won, k, c);
+        ph = VSELI(to_walk, vsplati(W_WALK), ph);
+        ph = VSELI(to_bwd, vsplati(W_BWD), ph);
+        dir = VSELI(to_bwd, none - dir, dir);
+        vi two = veqi(step, 2);
+        vi st2 = to_next & two, end = to_next & ~two;
+        ph = VSELI(st2, vsplati(W_FWD), ph);
+        ph = VSELI(end, vsplati(W_DONE), ph);
+        c = VSELI(st2, b.bi, c);
+        dir = VSELI(st2, vd, dir);
+        step = VSELI(st2, vsplati(1), step);
+    }
+    for (int i = 0; i < nb; i++) {
+        s_out[i] = b.bs[i];
+        o_out[i] = b.bo[i];
+    }
+}
+
+INL void fit_int(int bits, int asym, int grouped, const float *x, int64_t n, bp_qparams *p)
+{
+    float s, o;
+    search_int(bits, asym, grouped, x, n, 1, &s, &o);
+    p->scale = s;
+    p->offset = o;
 }
 
 /* fp16 scale = absmax / 448 rounded to fp16 and then up to the next fp16
@@ -631,9 +689,8 @@ INL void fit_fp8(const float *x, int64_t n, bp_qparams *p)
 /* E8M0 exponent per OCP MX: 2^(floor(log2 amax) - 2), so amax lands in
  * [4, 8) on the E2M1 scale (values above 6 saturate). The next exponent up
  * (no saturation, coarser steps) is also tried; the lower error wins, ties
- * keep the standard exponent. Returns 1 when q (with store) was written. */
-INL int fit_mxfp4(const float *x, int64_t n, bp_qparams *p, float *q, float *tmp,
-                  const int store)
+ * keep the standard exponent. */
+INL void fit_mxfp4(const float *x, int64_t n, bp_qparams *p)
 {
     float amax = group_absmax(x, n);
     int32_t e = (int32_t)(bp__fbits(amax) >> 23) - 2; /* biased; amax >= 0 */
@@ -643,18 +700,12 @@ INL int fit_mxfp4(const float *x, int64_t n, bp_qparams *p, float *q, float *tmp
     p->offset = 0.0f;
     if (e < BP__E8M0_MAX_CODE && amax > 0.0f) {
         float s2 = bp__e8m0_value((uint32_t)e + 1u);
-        float e1 = pass_e2m1(x, n, s, bp__inv(s), q, store);
-        float e2 = pass_e2m1(x, n, s2, bp__inv(s2), tmp, store);
-        if (e2 < e1) {
+        float e1 = pass_e2m1(x, n, s, bp__inv(s), NULL, 0);
+        float e2 = pass_e2m1(x, n, s2, bp__inv(s2), NULL, 0);
+        if (e2 < e1)
             s = s2;
-            if (store)
-                memcpy(q, tmp, (size_t)n * sizeof *q);
-        }
-        p->scale = s;
-        return 1;
     }
     p->scale = s;
-    return 0;
 }
 
 /* Block scale e4m3((block amax / 6) / tensor_scale), times the fp32 tensor
@@ -672,23 +723,17 @@ INL void fit_nvfp4(const float *x, int64_t n, float tp, bp_qparams *p)
     p->scale = bs * tp;
 }
 
-/* Fit one group. With store, q[0..n) may receive the fitted group's
- * dequantized values as a by-product of the search (tmp: n floats of
- * scratch); returns 1 when it did. */
-INL int fit(const bp_format *f, const float *x, int64_t n, float tp, bp_qparams *p, float *q,
-            float *tmp, const int store)
+/* Fit one group. */
+INL void fit(const bp_format *f, const float *x, int64_t n, float tp, bp_qparams *p)
 {
     switch (f->kind) {
-    case BP_FMT_INT:
-        fit_int(f->bits, f->asym, x, n, p, q, tmp, store);
-        return 1;
-    case BP_FMT_FP8_E4M3: fit_fp8(x, n, p); return 0;
-    case BP_FMT_MXFP4: return fit_mxfp4(x, n, p, q, tmp, store);
-    case BP_FMT_NVFP4: fit_nvfp4(x, n, tp, p); return 0;
+    case BP_FMT_INT: fit_int(f->bits, f->asym, f->group > 0, x, n, p); return;
+    case BP_FMT_FP8_E4M3: fit_fp8(x, n, p); return;
+    case BP_FMT_MXFP4: fit_mxfp4(x, n, p); return;
+    case BP_FMT_NVFP4: fit_nvfp4(x, n, tp, p); return;
     case BP_FMT_F16:
-    case BP_FMT_BF16: p->scale = 0.0f; p->offset = 0.0f; return 0;
+    case BP_FMT_BF16: p->scale = 0.0f; p->offset = 0.0f; return;
     }
-    return 0;
 }
 
 void bp_format_fit_group(const bp_format *f, const float *x, int64_t n,
@@ -700,45 +745,7 @@ void bp_format_fit_group(const bp_format *f, const float *x, int64_t n,
     out->offset = 0.0f;
     if (!bp__format_valid(f) || !x || n < 1)
         return;
-    fit(f, x, n, tensor_param, out, NULL, NULL, 0);
-}
-
-/* ---- dequantized group (fused path) ------------------------------------ */
-
-INL void qdq_params(const bp_format *f, const bp_qparams *p, const float *x,
-                              int64_t n, float *q)
-{
-    float s = p->scale, inv = bp__inv(s), o = p->offset;
-    switch (f->kind) {
-    case BP_FMT_INT:
-        if (f->asym) {
-            float qmax = int_qmax(f->bits);
-            for (int64_t j = 0; j < n; j++)
-                q[j] = bp__int_asym_q(bp__int_asym_v(x[j], inv, o, qmax), s, o);
-        } else {
-            float lo = int_lo(f->bits), hi = int_hi(f->bits);
-            for (int64_t j = 0; j < n; j++)
-                q[j] = bp__int_sym_q(bp__int_sym_v(x[j], inv, lo, hi), s);
-        }
-        return;
-    case BP_FMT_FP8_E4M3:
-        for (int64_t j = 0; j < n; j++)
-            q[j] = bp__e4m3_q(x[j], s, inv);
-        return;
-    case BP_FMT_MXFP4:
-    case BP_FMT_NVFP4:
-        for (int64_t j = 0; j < n; j++)
-            q[j] = bp__e2m1_q(x[j], s, inv);
-        return;
-    case BP_FMT_F16:
-        for (int64_t j = 0; j < n; j++)
-            q[j] = bp__f16_round(x[j]);
-        return;
-    case BP_FMT_BF16:
-        for (int64_t j = 0; j < n; j++)
-            q[j] = bp__bf16_round(x[j]);
-        return;
-    }
+    fit(f, x, n, tensor_param, out);
 }
 
 int64_t bp__group_len(const bp_format *f, int64_t cols)
@@ -746,20 +753,157 @@ int64_t bp__group_len(const bp_format *f, int64_t cols)
     return f->group > 0 ? f->group : cols;
 }
 
-/* One row: fit every group and write its dequantized values to q[cols]
- * (tmp: cols floats of scratch). */
-INL void qdq_row(const bp_format *f, const float *x, int64_t cols, float tp, float *q,
-                 float *tmp)
+/* Lane i: max |x| over group i (g a multiple of L, nb <= L groups; 0 in
+ * the lanes from nb on). Equal to group_absmax for every input without
+ * NaN. */
+INL vf block_absmax(const float *x, int64_t g, int nb)
 {
-    int64_t g = bp__group_len(f, cols);
+    const vi nosign = vsplati(0x7fffffff);
+    vf a[L];
+#pragma GCC unroll 16
+    for (int i = 0; i < L; i++) {
+        vf m = vsplat(0.0f);
+        if (i < nb)
+            for (int64_t j = 0; j < g; j += L)
+                m = vmaxf((vf)(vbits(vload(x + i * g + j)) & nosign), m);
+        a[i] = m;
+    }
+    vf mn, mx;
+    vminmax16(a, a, &mn, &mx);
+    return mx;
+}
+
+/* fit_mxfp4 / fit_nvfp4 for nb <= L groups at once (g a multiple of L),
+ * lane i for group i, with the same operations: the scales of both
+ * formats as vectors, and mxfp4's two candidate passes for all groups
+ * before their lane sums are reduced together (vsum16, the same tree as
+ * the per-group sum). */
+INL void fit_fp4_block(bp_format_kind kind, const float *x, int64_t g, int nb, float tp,
+                       float *s_out)
+{
+    vf amax = block_absmax(x, g, nb), sc;
+    if (kind == BP_FMT_NVFP4) {
+        if (!(tp > 0.0f) || !(tp <= FLT_MAX)) {
+            sc = vsplat(0.0f);
+        } else {
+            vf vtp = vsplat(tp);
+            vf bs = v_round_mini((amax / vsplat(BP__E2M1_MAX)) / vtp, 3, -6, 0x44000000);
+            bs = vminf(bs, vsplat(BP__E4M3_MAX));
+            sc = bs * vtp;
+        }
+    } else {
+        vi e = (vbits(amax) >> 23) - 2;
+        e = vmini(vmaxi(e, vsplati(0)), vsplati(BP__E8M0_MAX_CODE));
+        vi zero_code = veqi(e, 0);
+        sc = VSEL(zero_code, (vf)vsplati(0x00400000), (vf)(e << 23));
+        vf s2 = (vf)((e + 1) << 23);
+        vi tries = vlti(e, vsplati(BP__E8M0_MAX_CODE)) & vltf(vsplat(0.0f), amax);
+        vf inv1 = v_inv(sc), inv2 = v_inv(s2);
+        vf a1[L], a2[L];
+#pragma GCC unroll 16
+        for (int i = 0; i < L; i++) {
+            vf c1 = vsplat(0.0f), c2 = c1;
+            if (tries[i]) {
+                vf vs1 = vlane(sc, i), vi1 = vlane(inv1, i), vs2 = vlane(s2, i),
+                   vi2 = vlane(inv2, i);
+                for (int64_t j = 0; j < g; j += L) {
+                    vf xv = vload(x + i * g + j);
+                    vf d1 = xv - v_e2m1_q(xv, vi1, vs1), d2 = xv - v_e2m1_q(xv, vi2, vs2);
+                    c1 += d1 * d1;
+                    c2 += d2 * d2;
+                }
+            }
+            a1[i] = c1;
+            a2[i] = c2;
+        }
+        vf e1 = vsum16(a1), e2 = vsum16(a2);
+        sc = VSEL(tries & vltf(e2, e1), s2, sc);
+    }
+    for (int i = 0; i < nb; i++)
+        s_out[i] = sc[i];
+}
+
+/* Parameters of every group of one row: s[k], o[k] for group k. The int
+ * search runs L groups at a time. */
+INL void fit_row(const bp_format *f, const float *x, int64_t cols, float tp, float *s, float *o)
+{
+    int64_t g = bp__group_len(f, cols), ng = cols / g;
     if (f->kind == BP_FMT_INT) {
-        fit_int_row(f->bits, f->asym, x, cols, g, q, tmp);
+        for (int64_t b0 = 0; b0 < ng; b0 += L) {
+            int nb = ng - b0 < L ? (int)(ng - b0) : L;
+            search_int(f->bits, f->asym, f->group > 0, x + b0 * g, g, nb, s + b0, o + b0);
+        }
         return;
     }
-    bp_qparams p = {0.0f, 0.0f};
-    for (int64_t j = 0; j < cols; j += g)
-        if (!fit(f, x + j, g, tp, &p, q + j, tmp + j, 1))
-            qdq_params(f, &p, x + j, g, q + j);
+    if ((f->kind == BP_FMT_MXFP4 || f->kind == BP_FMT_NVFP4) && g % L == 0) {
+        for (int64_t b0 = 0; b0 < ng; b0 += L) {
+            int nb = ng - b0 < L ? (int)(ng - b0) : L;
+            fit_fp4_block(f->kind, x + b0 * g, g, nb, tp, s + b0);
+            for (int i = 0; i < nb; i++)
+                o[b0 + i] = 0.0f;
+        }
+        return;
+    }
+    for (int64_t k = 0; k < ng; k++) {
+        bp_qparams p = {0.0f, 0.0f};
+        fit(f, x + k * g, g, tp, &p);
+        s[k] = p.scale;
+        o[k] = p.offset;
+    }
+}
+
+/* ---- dequantized values ------------------------------------------------ */
+
+/* Dequantized values of columns [j0, j0 + n) of a row whose groups (of g
+ * columns) have parameters s[], o[]: the same helpers as quantize +
+ * dequantize, L lanes at a time (g is a multiple of L for every grouped
+ * format), the last n mod L columns through the scalar helpers. */
+INL void qdq_span(const bp_format *f, const float *x, int64_t j0, int64_t n, int64_t g,
+                  const float *s, const float *o, float *q)
+{
+    int64_t j = 0;
+    if (f->kind == BP_FMT_F16 || f->kind == BP_FMT_BF16) {
+        for (; j < n; j++)
+            q[j] = f->kind == BP_FMT_F16 ? bp__f16_round(x[j]) : bp__bf16_round(x[j]);
+        return;
+    }
+    if (f->kind == BP_FMT_FP8_E4M3) {
+        /* One group per row (g = cols). */
+        float sc = s[0], inv = bp__inv(sc);
+        for (; j < n; j++)
+            q[j] = bp__e4m3_q(x[j], sc, inv);
+        return;
+    }
+    const int asym = f->asym;
+    const float lo = f->kind == BP_FMT_INT ? (asym ? 0.0f : int_lo(f->bits)) : 0.0f;
+    const float hi = f->kind == BP_FMT_INT ? (asym ? int_qmax(f->bits) : int_hi(f->bits)) : 0.0f;
+    /* Group by group, so the reciprocal is taken once per group. */
+    while (j < n) {
+        int64_t k = (j0 + j) / g, end = (k + 1) * g - j0;
+        end = end < n ? end : n;
+        float sc = s[k], inv = bp__inv(sc), off = o[k];
+        vf vs = vsplat(sc), vinv = vsplat(inv), voff = vsplat(off);
+        for (; j + L <= end; j += L) {
+            vf xv = vload(x + j), qv;
+            switch (f->kind) {
+            case BP_FMT_INT:
+                qv = asym ? v_int_asym_q(xv, vinv, voff, vsplat(hi), vs)
+                          : v_int_sym_q(xv, vinv, vsplat(lo), vsplat(hi), vs);
+                break;
+            default: qv = v_e2m1_q(xv, vinv, vs); break;
+            }
+            vstore(q + j, qv);
+        }
+        for (; j < end; j++) {
+            switch (f->kind) {
+            case BP_FMT_INT:
+                q[j] = asym ? bp__int_asym_q(bp__int_asym_v(x[j], inv, off, hi), sc, off)
+                            : bp__int_sym_q(bp__int_sym_v(x[j], inv, lo, hi), sc);
+                break;
+            default: q[j] = bp__e2m1_q(x[j], sc, inv); break;
+            }
+        }
+    }
 }
 
 /* ---- codes ------------------------------------------------------------- */
@@ -894,7 +1038,7 @@ int bp_format_quantize_rows(const bp_format *f, const float *w, int64_t nrows, i
         for (int64_t k = 0; k < gpr; k++) {
             const float *x = w + r * cols + k * g;
             bp_qparams *p = params + r * gpr + k;
-            fit(f, x, g, tensor_param, p, NULL, NULL, 0);
+            fit(f, x, g, tensor_param, p);
             encode_group(f, p, x, g, codes + r * cols + k * g);
         }
     }
@@ -923,81 +1067,113 @@ void bp_format_dequantize_rows(const bp_format *f, const uint16_t *codes,
     }
 }
 
-/* ---- per-row error ----------------------------------------------------- */
+/* ---- per-row error -----------------------------------------------------
+ * docs/formats.md, "Per-row error": e = w - q in float; per block of
+ * BP__ERR_BLOCK columns, e * e (and colw * (e * e)) summed in float, column
+ * j into lane j mod L; each block's lanes then added to L double lanes;
+ * the double lanes reduced in a fixed pairwise tree at the end of the row. */
 
-/* Pairwise tree over double lanes, in a fixed order. */
-INL double lane_sum_d(const double *acc)
+typedef struct row_acc {
+    vd8 s0, s1, w0, w1; /* double lanes 0..7 and 8..15 of sse and wsse */
+} row_acc;
+
+INL vd8 vcvt_lo(vf v)
+{
+    vf8 h;
+    memcpy(&h, &v, sizeof h);
+    return __builtin_convertvector(h, vd8);
+}
+
+INL vd8 vcvt_hi(vf v)
+{
+    vf8 h;
+    memcpy(&h, (const char *)&v + sizeof h, sizeof h);
+    return __builtin_convertvector(h, vd8);
+}
+
+/* One block of n <= BP__ERR_BLOCK columns. */
+INL void err_block(const float *x, const float *q, const float *cw, int64_t n, row_acc *ra)
+{
+    vf a = vsplat(0.0f), b = a;
+    int64_t j = 0;
+    for (; j + L <= n; j += L) {
+        vf e = vload(x + j) - vload(q + j);
+        e = e * e;
+        a += e;
+        if (cw)
+            b += vload(cw + j) * e;
+    }
+    if (j < n) {
+        float ta[L], tb[L];
+        memcpy(ta, &a, sizeof ta);
+        memcpy(tb, &b, sizeof tb);
+        for (int64_t l = 0; j + l < n; l++) {
+            float e = x[j + l] - q[j + l];
+            e = e * e;
+            ta[l] += e;
+            if (cw)
+                tb[l] += cw[j + l] * e;
+        }
+        memcpy(&a, ta, sizeof a);
+        memcpy(&b, tb, sizeof b);
+    }
+    ra->s0 += vcvt_lo(a);
+    ra->s1 += vcvt_hi(a);
+    if (cw) {
+        ra->w0 += vcvt_lo(b);
+        ra->w1 += vcvt_hi(b);
+    }
+}
+
+/* Pairwise tree over the L double lanes, in a fixed order. */
+INL double lane_sum_d(vd8 lo, vd8 hi)
 {
     double t[L];
-    for (int l = 0; l < L; l++)
-        t[l] = acc[l];
+    memcpy(t, &lo, sizeof lo);
+    memcpy(t + L / 2, &hi, sizeof hi);
     for (int w = L / 2; w >= 1; w /= 2)
         for (int l = 0; l < w; l++)
             t[l] = t[l] + t[l + w];
     return t[0];
 }
 
-/* The squared error of one row in double: d = (double)w[j] - (double)q[j],
- * d * d (and colw[j] * (d * d)) added to lane j mod L, lanes reduced by
- * lane_sum_d. */
-INL vd8 vcvt8(const float *p)
+INL void row_done(const row_acc *ra, int has_colw, double *sse, double *wsse)
 {
-    vf8 v;
-    memcpy(&v, p, sizeof v);
-    return __builtin_convertvector(v, vd8);
-}
-
-INL void row_err(const float *w, const float *q, int64_t cols, const float *colw,
-                 double *sse, double *wsse)
-{
-    vd8 a0 = {0}, a1 = {0}, b0 = {0}, b1 = {0};
-    int64_t j = 0;
-    if (colw) {
-        for (; j + L <= cols; j += L) {
-            vd8 d0 = vcvt8(w + j) - vcvt8(q + j), d1 = vcvt8(w + j + L / 2) - vcvt8(q + j + L / 2);
-            d0 = d0 * d0;
-            d1 = d1 * d1;
-            a0 += d0;
-            a1 += d1;
-            b0 += vcvt8(colw + j) * d0;
-            b1 += vcvt8(colw + j + L / 2) * d1;
-        }
-    } else {
-        for (; j + L <= cols; j += L) {
-            vd8 d0 = vcvt8(w + j) - vcvt8(q + j), d1 = vcvt8(w + j + L / 2) - vcvt8(q + j + L / 2);
-            a0 += d0 * d0;
-            a1 += d1 * d1;
-        }
-    }
-    double a[L], b[L];
-    memcpy(a, &a0, sizeof a0);
-    memcpy(a + L / 2, &a1, sizeof a1);
-    memcpy(b, &b0, sizeof b0);
-    memcpy(b + L / 2, &b1, sizeof b1);
-    for (int l = 0; j < cols; j++, l++) {
-        double d = (double)w[j] - (double)q[j];
-        d = d * d;
-        a[l] += d;
-        if (colw)
-            b[l] += (double)colw[j] * d;
-    }
-    *sse = lane_sum_d(a);
-    if (colw)
-        *wsse = lane_sum_d(b);
+    *sse = lane_sum_d(ra->s0, ra->s1);
+    if (has_colw)
+        *wsse = lane_sum_d(ra->w0, ra->w1);
 }
 
 HOT static void err_row(const float *w, const float *q, int64_t cols, const float *colw,
                         double *sse, double *wsse)
 {
-    row_err(w, q, cols, colw, sse, wsse);
+    row_acc ra = {{0}, {0}, {0}, {0}};
+    for (int64_t j = 0; j < cols; j += BP__ERR_BLOCK) {
+        int64_t n = cols - j < BP__ERR_BLOCK ? cols - j : BP__ERR_BLOCK;
+        err_block(w + j, q + j, colw ? colw + j : NULL, n, &ra);
+    }
+    row_done(&ra, colw != NULL, sse, wsse);
 }
 
-/* Fit, dequantize and measure one row; q and tmp: cols floats each. */
+/* Fit, dequantize and measure one row. q: NULL, or cols floats for the
+ * dequantized row; ps: 2 * groups-per-row floats of scratch. Without q the
+ * dequantized values go block by block through a small buffer, still in
+ * cache when the block's error is summed. */
 HOT static void rtn_row(const bp_format *f, const float *w, int64_t cols, float tp,
-                        const float *colw, double *sse, double *wsse, float *q, float *tmp)
+                        const float *colw, double *sse, double *wsse, float *q, float *ps)
 {
-    qdq_row(f, w, cols, tp, q, tmp);
-    row_err(w, q, cols, colw, sse, wsse);
+    int64_t g = bp__group_len(f, cols), ng = cols / g;
+    float *s = ps, *o = ps + ng;
+    fit_row(f, w, cols, tp, s, o);
+    float buf[BP__ERR_BLOCK];
+    row_acc ra = {{0}, {0}, {0}, {0}};
+    for (int64_t j = 0; j < cols; j += BP__ERR_BLOCK) {
+        int64_t n = cols - j < BP__ERR_BLOCK ? cols - j : BP__ERR_BLOCK;
+        float *qb = q ? q + j : buf;
+        qdq_span(f, w + j, j, n, g, s, o, qb);
+        err_block(w + j, qb, colw ? colw + j : NULL, n, &ra);
+    }
+    row_done(&ra, colw != NULL, sse, wsse);
 }
 
 void bp_format_error_rows(const float *w, const float *wq, int64_t nrows, int64_t cols,
@@ -1038,23 +1214,22 @@ int bp_format_rtn_error_rows(const bp_format *f, const float *w, int64_t nrows, 
     int nt = omp_in_parallel() ? 1 : omp_get_max_threads();
     if (nt > nrows)
         nt = (int)nrows;
-    /* Per thread: a row of dequantized values (unless qdq is given) and a
-     * row of search scratch, each rounded up to a 64-byte multiple so no
-     * two threads write the same cache line. */
-    size_t qn = qdq ? 0 : ((size_t)cols + 15) / 16 * 16, tn = ((size_t)cols + 15) / 16 * 16;
-    float *scratch = malloc((size_t)nt * (qn + tn) * sizeof *scratch);
+    /* Per thread: the parameters of a row's groups, rounded up to a 64-byte
+     * multiple so no two threads write the same cache line. */
+    int64_t ng = bp_format_groups_per_row(f, cols);
+    size_t pn = ((size_t)ng * 2 + 15) / 16 * 16;
+    float *scratch = malloc((size_t)nt * pn * sizeof *scratch);
     if (!scratch)
         return bp_error_set(err, BP_ENOMEM, "format %s: out of memory for %lld columns",
                             f->name, (long long)cols);
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
-        float *mine = scratch + (size_t)omp_get_thread_num() * (qn + tn);
-        float *tmp = mine + qn;
+        float *mine = scratch + (size_t)omp_get_thread_num() * pn;
         double t = 0.0;
 #pragma omp for schedule(static)
         for (int64_t r = 0; r < nrows; r++)
             rtn_row(f, w + r * cols, cols, tensor_param, colw, &sse[r], colw ? &wsse[r] : &t,
-                    qdq ? qdq + r * cols : mine, tmp);
+                    qdq ? qdq + r * cols : NULL, mine);
     }
     free(scratch);
     if (wsse && !colw)

@@ -554,3 +554,222 @@ int bp_gptq_error(const bp_format *f, const float *w, int64_t rows,
     bp_gptq_factor_destroy(&fac);
     return rc;
 }
+
+/* ---- mixed formats over column blocks -------------------------------------- */
+
+/* Where each column's grid comes from: column j is in block j / S with
+ * format fmt[j / S]. geff[b] is the number of columns one fitted parameter
+ * set covers (the group; the whole block row for per-row formats; 0 for the
+ * 16-bit formats, which have none). Block b's parameters start at
+ * params + poff[b], laid out [nrows][gpr[b]]. */
+typedef struct col_blocks {
+    int64_t size;
+    const bp_format *fmt;
+    const float *tp;
+    const int64_t *geff, *gpr, *poff;
+} col_blocks;
+
+static int64_t lcm64(int64_t a, int64_t b)
+{
+    int64_t x = a, y = b;
+    while (y) {
+        int64_t t = x % y;
+        x = y;
+        y = t;
+    }
+    return a / x * b;
+}
+
+/* block_row with a grid per column block. A per-row format in a block is
+ * fitted like a group spanning the block, on the weights it holds when the
+ * pass reaches the block (earlier blocks' errors fed back), since the row's
+ * original values no longer describe it there. */
+static void block_row_mixed(const col_blocks *cb, const float *fb, int64_t n,
+                            const float *w0, const unsigned char *dead,
+                            float *wr, int64_t c0, int64_t c1, int64_t sub,
+                            int64_t r, uint16_t *codes, bp_qparams *params,
+                            float *deq, float *d, float *v)
+{
+    for (int64_t s0 = c0; s0 < c1; s0 += sub) {
+        int64_t s1 = s0 + sub < c1 ? s0 + sub : c1;
+        for (int64_t j = s0; j < s1; j++) {
+            int64_t b = j / cb->size, jj = j - b * cb->size;
+            const bp_format *f = &cb->fmt[b];
+            int64_t g = cb->geff[b];
+            const bp_qparams *p = NULL; /* 16-bit formats take none */
+            if (g > 0) {
+                bp_qparams *pg = params + cb->poff[b] + r * cb->gpr[b] + jj / g;
+                if (jj % g == 0) { /* a sub-block start: wr is up to date */
+                    group_view(fb, n, w0, dead, wr, j, g, sub, v, v + g);
+                    bp_format_fit_group(f, v, g, cb->tp[b], pg);
+                }
+                p = pg;
+            }
+            float x = isfinite(wr[j]) ? wr[j] : 0.0f;
+            uint16_t c = bp_format_encode(f, p, x);
+            float q = bp_format_decode(f, p, c);
+            codes[j] = c;
+            if (deq)
+                deq[j] = q;
+            float dj = (dead[j] ? 0.0f : w0[j]) - q;
+            d[j - c0] = dj;
+            const float *fj = fb + j * n;
+            for (int64_t k = j + 1; k < s1; k++)
+                wr[k] += dj * fj[k];
+        }
+        rank_update(wr + s1, c1 - s1, fb + s0 * n + s1, n, s1 - s0,
+                    d + (s0 - c0));
+    }
+}
+
+static int check_col_blocks(const bp_gptq_factor *fac, const float *w,
+                            int64_t nrows, int64_t cols, int64_t block_cols,
+                            const bp_format *formats,
+                            const float *tensor_params, uint16_t *codes,
+                            bp_qparams *params, bp_error *err)
+{
+    if (!fac || !w || !formats || !tensor_params || !codes || !params)
+        return bp_error_set(err, BP_EINVAL, "gptq: NULL argument");
+    if (nrows < 1 || cols < 1 || cols > INT32_MAX || nrows > INT32_MAX ||
+        cols > INT64_MAX / nrows)
+        return bp_error_set(err, BP_EINVAL, "gptq: bad shape %lld x %lld",
+                            (long long)nrows, (long long)cols);
+    if (fac->n != cols)
+        return bp_error_set(err, BP_EINVAL,
+                            "gptq: weights have %lld columns but H is "
+                            "%lld x %lld", (long long)cols, (long long)fac->n,
+                            (long long)fac->n);
+    if (block_cols < 1 || cols % block_cols != 0)
+        return bp_error_set(err, BP_EINVAL,
+                            "gptq: column block size %lld does not divide "
+                            "%lld columns", (long long)block_cols,
+                            (long long)cols);
+    for (int64_t b = 0; b < cols / block_cols; b++) {
+        if (!bp_format_supports(&formats[b], nrows, block_cols))
+            return bp_error_set(err, BP_EINVAL,
+                                "gptq: column block %lld: format %s cannot "
+                                "store a %lld x %lld block", (long long)b,
+                                formats[b].name, (long long)nrows,
+                                (long long)block_cols);
+        if (!isfinite(tensor_params[b]) || tensor_params[b] < 0)
+            return bp_error_set(err, BP_EINVAL,
+                                "gptq: column block %lld: tensor parameter %g "
+                                "is not finite and >= 0", (long long)b,
+                                (double)tensor_params[b]);
+    }
+    int64_t i = first_nonfinite(w, nrows * cols);
+    if (i >= 0)
+        return bp_error_set(err, BP_EINVAL,
+                            "gptq: weight [%lld, %lld] is not finite",
+                            (long long)(i / cols), (long long)(i % cols));
+    return BP_OK;
+}
+
+int bp_gptq_quantize_col_blocks(const bp_gptq_factor *fac, const float *w,
+                                int64_t nrows, int64_t cols,
+                                int64_t block_cols, const bp_format *formats,
+                                const float *tensor_params, uint16_t *codes,
+                                bp_qparams *params, float *deq, bp_error *err)
+{
+    int rc = check_col_blocks(fac, w, nrows, cols, block_cols, formats,
+                              tensor_params, codes, params, err);
+    if (rc)
+        return rc;
+    int64_t nb = cols / block_cols;
+    int64_t *geff = malloc((size_t)nb * 3 * sizeof *geff);
+    float *wk = NULL, *e = NULL, *vs = NULL;
+    if (!geff)
+        goto nomem;
+    int64_t *gpr = geff + nb, *poff = geff + 2 * nb;
+    int64_t lcm = 0, gmax = 1, off = 0;
+    int all_sub = 1;
+    for (int64_t b = 0; b < nb; b++) {
+        const bp_format *f = &formats[b];
+        int keep16 = f->kind == BP_FMT_F16 || f->kind == BP_FMT_BF16;
+        geff[b] = keep16 ? 0 : f->group > 0 ? f->group : block_cols;
+        gpr[b] = bp_format_groups_per_row(f, block_cols);
+        poff[b] = off;
+        off += nrows * gpr[b];
+        if (geff[b] > 0) {
+            lcm = lcm ? lcm64(lcm, geff[b]) : geff[b];
+            gmax = geff[b] > gmax ? geff[b] : gmax;
+            all_sub &= geff[b] % SUB == 0;
+        }
+    }
+    /* 16-bit blocks have no parameters; packing still expects one slot. */
+    for (int64_t b = 0; b < nb; b++)
+        if (geff[b] == 0)
+            memset(params + poff[b], 0,
+                   (size_t)(nrows * gpr[b]) * sizeof *params);
+    if (lcm == 0) {
+        /* Only 16-bit blocks: plain rounding, as bp_gptq_quantize_rows
+         * does for a 16-bit tensor. */
+        for (int64_t r = 0; r < nrows; r++)
+            for (int64_t j = 0; j < cols; j++) {
+                const bp_format *f = &formats[j / block_cols];
+                codes[r * cols + j] = bp_format_encode(f, NULL, w[r * cols + j]);
+                if (deq)
+                    deq[r * cols + j] = bp_format_decode(f, NULL, codes[r * cols + j]);
+            }
+        free(geff);
+        return BP_OK;
+    }
+    /* Every fitted group divides the block size, so their lcm does too;
+     * lazy blocks of a multiple of it never split a group, and sub-blocks
+     * dividing every group start each group on a sub-block. With one group
+     * format throughout this is exactly bp_gptq_quantize_rows's split. */
+    int64_t bw = ((BP_GPTQ_BLOCK + lcm - 1) / lcm) * lcm;
+    if (bw > cols)
+        bw = cols;
+    int64_t sub = all_sub ? SUB : 1;
+    col_blocks cb = {block_cols, formats, tensor_params, geff, gpr, poff};
+
+    size_t nw = (size_t)nrows * (size_t)cols;
+    wk = malloc(nw * sizeof *wk);
+    e = malloc((size_t)nrows * (size_t)bw * sizeof *e);
+    vs = malloc((size_t)nrows * (size_t)(2 * gmax) * sizeof *vs);
+    if (!wk || !e || !vs)
+        goto nomem;
+    memcpy(wk, w, nw * sizeof *wk);
+    if (fac->ndead > 0) {
+#pragma omp parallel for schedule(static) if (nrows * cols >= BP__PAR_MIN)
+        for (int64_t r = 0; r < nrows; r++)
+            for (int64_t j = 0; j < cols; j++)
+                if (fac->dead[j])
+                    wk[r * cols + j] = 0.0f;
+    }
+    for (int64_t c0 = 0; c0 < cols; c0 += bw) {
+        int64_t c1 = c0 + bw < cols ? c0 + bw : cols;
+        int64_t m = c1 - c0;
+#pragma omp parallel for schedule(static) if (nrows * cols >= BP__PAR_MIN)
+        for (int64_t r = 0; r < nrows; r++)
+            block_row_mixed(&cb, fac->f, cols, w + r * cols, fac->dead,
+                            wk + r * cols, c0, c1, sub, r, codes + r * cols,
+                            params, deq ? deq + r * cols : NULL, e + r * m,
+                            vs + r * 2 * gmax);
+        if (c1 < cols)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nrows,
+                        (int)(cols - c1), (int)m, 1.0f, e, (int)m,
+                        fac->f + c0 * cols + c1, (int)cols, 1.0f, wk + c1,
+                        (int)cols);
+    }
+    int64_t bad = first_nonfinite(wk, nrows * cols);
+    if (bad >= 0)
+        rc = bp_error_set(err, BP_EFORMAT,
+                          "gptq: error feedback diverged (weight [%lld, %lld] "
+                          "became non-finite); H is too ill-conditioned or "
+                          "the weights too large, use a larger damping "
+                          "fraction", (long long)(bad / cols),
+                          (long long)(bad % cols));
+    goto out;
+nomem:
+    rc = bp_error_set(err, BP_ENOMEM,
+                      "gptq: out of memory for %lld x %lld weights",
+                      (long long)nrows, (long long)cols);
+out:
+    free(geff);
+    free(wk);
+    free(e);
+    free(vs);
+    return rc;
+}
