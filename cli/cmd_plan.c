@@ -96,6 +96,10 @@ static void plan_usage(FILE *out)
             "  --time-limit S       solver deadline in seconds (default 60)\n"
             "  --out FILE           plan file (default plan.json)\n"
             "  --no-model-hash      skip hashing the model content (faster on huge models)\n"
+            "  --split-rows N       rows per measure task of large tensors, so one tensor's\n"
+            "                       measurement spreads over workers (default 4096; 0 = never)\n"
+            "  --split-min-weights M  split only tensors with more weights (default 16777216;\n"
+            "                       0 = any size)\n"
             "  --workers N          local worker processes of an in-process coordinator\n"
             "                       (default: one per core; docs/daemon.md); 0 runs the\n"
             "                       whole job directly in this process\n"
@@ -108,7 +112,8 @@ int bp_cmd_plan(int argc, char **argv)
     enum { O_MODEL = 1, O_BITS, O_BYTES, O_FORMATS, O_RULES, O_IMATRIX, O_METRIC, O_TABLE,
            O_RESWEEP, O_SOLVER, O_EXPORT, O_TLIM, O_OUT, O_NOHASH, O_QUIET, O_METHOD, O_WORKERS,
            O_SEARCH, O_GRAN, O_BSIZE, O_BAXIS, O_LAT, O_PROFILE, O_FALLBACK, O_PHASE, O_BATCH, O_BOPS,
-           O_KVCTX, O_KVBATCH, O_KVFMT, O_EVOGEN, O_EVOLAM, O_EVOPROM, O_EVOWIN, O_EVOSEED };
+           O_KVCTX, O_KVBATCH, O_KVFMT, O_EVOGEN, O_EVOLAM, O_EVOPROM, O_EVOWIN, O_EVOSEED, O_SPLITR,
+           O_SPLITW };
     static const struct option opts[] = {
         {"model", required_argument, NULL, O_MODEL},
         {"budget-bits", required_argument, NULL, O_BITS},
@@ -145,6 +150,8 @@ int bp_cmd_plan(int argc, char **argv)
         {"evo-promote", required_argument, NULL, O_EVOPROM},
         {"evo-windows", required_argument, NULL, O_EVOWIN},
         {"evo-seed", required_argument, NULL, O_EVOSEED},
+        {"split-rows", required_argument, NULL, O_SPLITR},
+        {"split-min-weights", required_argument, NULL, O_SPLITW},
         BP_CLI_CALIB_LONGOPTS(""),
         {"kl-windows", required_argument, NULL, BP_CLI_O_KLW},
         {"diag-only", no_argument, NULL, BP_CLI_O_DIAG},
@@ -216,6 +223,18 @@ int bp_cmd_plan(int argc, char **argv)
             if (bp_cli_parse_long("plan", "--evo-windows", optarg, 1, 1L << 30, &lv))
                 return BP_EXIT_USAGE;
             spec.evo_windows = lv;
+            break;
+        case O_SPLITR:
+            if (bp_cli_parse_long("plan", "--split-rows", optarg, 0, 1L << 40, &lv))
+                return BP_EXIT_USAGE;
+            if (lv % 64)
+                return bp_cli_usage_error("plan", "--split-rows: %ld is not a multiple of 64 rows", lv);
+            spec.split_rows = lv ? lv : -1;
+            break;
+        case O_SPLITW:
+            if (bp_cli_parse_long("plan", "--split-min-weights", optarg, 0, LONG_MAX, &lv))
+                return BP_EXIT_USAGE;
+            spec.split_min_weights = lv ? lv : -1;
             break;
         case O_EVOSEED:
             if (bp_cli_parse_long("plan", "--evo-seed", optarg, 1, LONG_MAX, &lv))
@@ -364,6 +383,11 @@ int bp_cmd_plan(int argc, char **argv)
         return bp_cli_fail("plan", &err);
     }
     bp_plan_print_summary(plan, stdout);
+    char *search = bp_plan_search_json(plan);
+    if (search && strstr(search, "\"time_limited\":true"))
+        fprintf(stderr, "bitplan plan: warning: the solver stopped at its time limit, so this plan may differ "
+                        "between runs; raise --time-limit\n");
+    free(search);
     printf("plan written to %s\n", out_path);
     bp_plan_destroy(&plan);
     return BP_EXIT_OK;

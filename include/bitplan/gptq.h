@@ -19,7 +19,8 @@
  * (docs/gptq.md, "Determinism").
  *
  * GPTQ (Frantar et al., arXiv 2210.17323) quantizes columns in order
- * 0..cols-1 with error feedback from the damped Hessian (an inverse-free but
+ * 0..cols-1 (or, with a BP_GPTQ_ACT_ORDER factor, by decreasing H_jj with
+ * static groups) with error feedback from the damped Hessian (an inverse-free but
  * equivalent form of the paper's inverse-Cholesky update, 128-column lazy
  * blocks), using the format's own grid and parameter fitting
  * (include/bitplan/format.h). Its outputs are codes + params exactly as
@@ -99,6 +100,38 @@ typedef struct bp_gptq_factor bp_gptq_factor;
 int bp_gptq_factor_new(const double *h, int64_t h_rows, int64_t h_cols,
                        double damp_frac, bp_gptq_factor **out, bp_error *err);
 
+/* Option flags of bp_gptq_factor_new_ex. */
+#define BP_GPTQ_ACT_ORDER 1u /* act-order with static groups (below) */
+
+/* bp_gptq_factor_new with options. flags = 0 is bp_gptq_factor_new exactly.
+ * BP_GPTQ_ACT_ORDER ("act-order", docs/gptq.md): the pass of every
+ * quantization with this factor visits the columns in order of decreasing
+ * H_jj (ties: lower index first), so the most exercised input channels are
+ * rounded first and the others absorb their error; the factor is built from
+ * H permuted that way. Groups are STATIC: every group's (and per-row
+ * format's) parameters are fitted up front on the original weights (dead
+ * columns read as 0) in natural column order, and each column is rounded
+ * with its own group's parameters when the pass reaches it. Outputs keep the
+ * ordinary layout (codes, params per format.h), so bp_format_pack and
+ * bp_format_dequantize_rows are unchanged. bp_gptq_quantize_rows and
+ * bp_gptq_error_rows accept such a factor; bp_gptq_quantize_col_blocks
+ * rejects it (BP_EINVAL). Unknown flag bits: BP_EINVAL. Other returns as
+ * bp_gptq_factor_new; messages name original column indices. */
+int bp_gptq_factor_new_ex(const double *h, int64_t h_rows, int64_t h_cols,
+                          double damp_frac, unsigned flags,
+                          bp_gptq_factor **out, bp_error *err);
+
+/* The act-order column order of the n x n matrix h (row-major, only its
+ * diagonal is read): perm[i] = the column visited i-th, by decreasing
+ * h[j][j], ties by increasing j. Returns BP_OK, BP_EINVAL (NULL, n < 1, a
+ * non-finite diagonal entry) or BP_ENOMEM. */
+int bp_gptq_act_order_perm(const double *h, int64_t n, int64_t *perm,
+                           bp_error *err);
+
+/* Nonzero when the factor was built with BP_GPTQ_ACT_ORDER; then perm (n
+ * entries, optional) receives its column order as bp_gptq_act_order_perm. */
+int bp_gptq_factor_act_order(const bp_gptq_factor *fac, int64_t *perm);
+
 /* Frees *p and sets it to NULL; safe on NULL and twice. */
 void bp_gptq_factor_destroy(bp_gptq_factor **p);
 
@@ -159,6 +192,14 @@ int bp_gptq_quantize(const bp_format *f, const float *w, int64_t rows,
                      bp_qparams *params, float *tensor_param_out, float *deq,
                      bp_error *err);
 
+/* bp_gptq_quantize with the factor options of bp_gptq_factor_new_ex
+ * (flags = 0 is bp_gptq_quantize exactly). */
+int bp_gptq_quantize_ex(const bp_format *f, const float *w, int64_t rows,
+                        int64_t cols, const double *h, int64_t h_rows,
+                        int64_t h_cols, double damp_frac, unsigned flags,
+                        uint16_t *codes, bp_qparams *params,
+                        float *tensor_param_out, float *deq, bp_error *err);
+
 /* The gptq metric of rows [0, nrows): GPTQ of those rows (as
  * bp_gptq_quantize_rows) then bp_quant_hfull_rows against the original w
  * with the undamped h (cols x cols, the matrix fac was built from).
@@ -174,6 +215,13 @@ int bp_gptq_error(const bp_format *f, const float *w, int64_t rows,
                   int64_t cols, const double *h, int64_t h_rows,
                   int64_t h_cols, double damp_frac, double *out, float *deq,
                   bp_error *err);
+
+/* bp_gptq_error with the factor options of bp_gptq_factor_new_ex
+ * (flags = 0 is bp_gptq_error exactly). */
+int bp_gptq_error_ex(const bp_format *f, const float *w, int64_t rows,
+                     int64_t cols, const double *h, int64_t h_rows,
+                     int64_t h_cols, double damp_frac, unsigned flags,
+                     double *out, float *deq, bp_error *err);
 
 #ifdef __cplusplus
 }

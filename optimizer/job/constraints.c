@@ -181,6 +181,16 @@ int bp__solver_kind_from_name(const char *name)
     return -1;
 }
 
+bp__solver_kind bp__job_solver_for(const bp_job_spec *spec, const bp_problem *prob)
+{
+    /* Block-level problems reach 10^5..10^7 items, beyond an exact ILP:
+     * the default then solves by Lagrangian relaxation (with its gap). */
+    if (spec->search == BP_JOB_SEARCH_DEFAULT && spec->solver != BP_JOB_SOLVER_DP && prob &&
+        prob->n_items > BP_JOB_ILP_MAX_ITEMS)
+        return BP__SOLVE_LAGRANGE;
+    return bp__job_solver_kind(spec);
+}
+
 bp__solver_kind bp__job_solver_kind(const bp_job_spec *spec)
 {
     switch (spec->search) {
@@ -1027,7 +1037,7 @@ char *bp__job_search_json(const bp_job_spec *spec, const bp__job_problem *jp, co
         json_object_set_new(c, "achieved", number((total + m->offset) * m->scale));
         json_array_append_new(cons, c);
     }
-    bp__solver_kind kind = bp__job_solver_kind(spec);
+    bp__solver_kind kind = bp__job_solver_for(spec, jp->prob);
     json_object_set_new(solver, "search",
                         json_string(bp__job_wants_real_loss(spec)          ? "evo"
                                     : spec->search == BP_JOB_SEARCH_DEFAULT ? bp__solver_kind_name(kind)
@@ -1037,6 +1047,11 @@ char *bp__job_search_json(const bp_job_spec *spec, const bp__job_problem *jp, co
     json_object_set_new(solver, "objective", number(sol->objective));
     json_object_set_new(solver, "bound", number(sol->bound));
     json_object_set_new(solver, "gap", number(sol->gap));
+    json_object_set_new(solver, "nodes", json_integer(sol->nodes));
+    /* A wall-clock limit stopped the solver: the plan may differ between
+     * runs (the node limit, which is deterministic, normally stops first). */
+    if (sol->time_limited)
+        json_object_set_new(solver, "time_limited", json_true());
     json_object_set_new(root, "constraints", cons);
     json_object_set_new(root, "solver", solver);
     char *text = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));

@@ -664,7 +664,7 @@ static int make_solve_task(plan_driver *d, bp_error *err)
     msgpack_packer pk;
     msgpack_packer_init(&pk, &t->params, msgpack_sbuffer_write);
     msgpack_pack_map(&pk, 4);
-    bp__pack_str(&pk, "solver", bp__solver_kind_name(bp__job_solver_kind(d->spec)));
+    bp__pack_str(&pk, "solver", bp__solver_kind_name(bp__job_solver_for(d->spec, p)));
     bp__pack_key(&pk, "items");
     msgpack_pack_int64(&pk, (int64_t)ni);
     bp__pack_key(&pk, "time_limit_s");
@@ -1053,6 +1053,12 @@ static int on_solve(plan_driver *d, const bp_task_result *r, bp_error *err)
         sol.bound = NAN;
     if (bp_mp_get_f64(r->result, "gap", &sol.gap, NULL) != BP_OK)
         sol.gap = NAN;
+    int64_t nodes = 0;
+    bool tl = false;
+    if (bp_mp_get_i64(r->result, "nodes", &nodes, NULL) == BP_OK && nodes >= 0)
+        sol.nodes = (long)nodes;
+    if (bp_mp_get_bool(r->result, "time_limited", &tl, NULL) == BP_OK)
+        sol.time_limited = tl;
     for (size_t j = 0; j < p->n_constraints; j++)
         if (sol.cost_total[j] > p->capacity[j]) {
             rc = bp_error_set(err, BP_EPROTO, "solve result exceeds the '%s' constraint", p->constraint_name[j]);

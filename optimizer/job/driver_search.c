@@ -151,6 +151,8 @@ int bp__search_driver_new(const bp__search_env *env, const bp_solution *ilp, bp_
     s->ilp.gap = ilp->gap;
     memcpy(s->ilp.cost_total, ilp->cost_total, sizeof ilp->cost_total);
     snprintf(s->ilp.solver, sizeof s->ilp.solver, "%s", ilp->solver);
+    s->ilp.nodes = ilp->nodes;
+    s->ilp.time_limited = ilp->time_limited;
     int32_t *uni = NULL;
     if ((rc = uniform_candidates(env, &uni, &s->uniform_name, &s->n_uniform, err)) != BP_OK) {
         bp__search_driver_destroy(&s);
@@ -203,6 +205,8 @@ static int plan_for(const bp__search_driver *s, const int32_t *choice, const cha
     if (sol.gap < 0)
         sol.gap = 0;
     snprintf(sol.solver, sizeof sol.solver, "%s", solver);
+    sol.nodes = s->ilp.nodes;
+    sol.time_limited = s->ilp.time_limited;
     if ((rc = bp__job_make_plan(e->spec, e->table, e->sel, e->jp, &sol, e->model_hash, e->metric, out, err)) !=
         BP_OK)
         goto out;

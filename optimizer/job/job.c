@@ -392,7 +392,7 @@ int bp_job_run(const bp_job_spec *spec, bp_plan **out, bp_error *err)
 
     if ((rc = bp__job_problem_build(spec, table, sel, rules, model, metric, method, &prob, err)) != BP_OK)
         goto out;
-    bp__solve_opts so = {bp__job_solver_kind(spec), spec->time_limit_s, spec->export_lp};
+    bp__solve_opts so = {bp__job_solver_for(spec, prob->prob), spec->time_limit_s, spec->export_lp};
     if ((rc = bp__job_solve(&so, prob->prob, prob->meta, &sol, err)) != BP_OK)
         goto out;
     double t_solved = bp_now_seconds();

@@ -160,6 +160,11 @@ typedef enum bp__solver_kind { BP__SOLVE_ILP = 0, BP__SOLVE_DP, BP__SOLVE_LAGRAN
 const char *bp__solver_kind_name(bp__solver_kind k);
 int bp__solver_kind_from_name(const char *name); /* -1 when unknown */
 bp__solver_kind bp__job_solver_kind(const bp_job_spec *spec);
+/* Above this many items the default search solves by Lagrangian
+ * relaxation instead of the exact ILP. */
+#define BP_JOB_ILP_MAX_ITEMS 20000
+/* The solver for this problem: the spec's, or by size for the default. */
+bp__solver_kind bp__job_solver_for(const bp_job_spec *spec, const bp_problem *prob);
 /* 1 when the job ends with the real-loss search (--search evo, or the
  * default search with a model and calibration tokens). */
 int bp__job_wants_real_loss(const bp_job_spec *spec);

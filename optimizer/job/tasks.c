@@ -620,8 +620,15 @@ static int task_solve(bp_task_ctx *ctx, bp_error *err)
     }
     for (int64_t i = 0; i < n_items; i++)
         choice[i] = sol.choice[i];
-    msgpack_pack_map(ctx->result, 5);
+    msgpack_pack_map(ctx->result, 7);
     bp__pack_str(ctx->result, "solver", sol.solver);
+    bp__pack_key(ctx->result, "nodes");
+    msgpack_pack_int64(ctx->result, sol.nodes);
+    bp__pack_key(ctx->result, "time_limited");
+    if (sol.time_limited)
+        msgpack_pack_true(ctx->result);
+    else
+        msgpack_pack_false(ctx->result);
     bp__pack_str(ctx->result, "status", bp_solve_status_name(sol.status));
     bp__pack_key(ctx->result, "objective");
     msgpack_pack_double(ctx->result, sol.objective);

@@ -54,7 +54,7 @@ static const char *SPEC_MSE = "{\"kind\":\"plan\",\"model\":\"" MODEL "\",\"budg
 static const char *SPEC_GPTQ =
     "{\"kind\":\"plan\",\"model\":\"" MODEL "\",\"budget\":{\"bits\":3.0},"
     "\"formats\":[\"int2_g64_asym\",\"int3_g64_asym\",\"int4_g64_asym\",\"nvfp4\"],"
-    "\"metric\":\"gptq\",\"calibration\":{\"text\":\"" MODEL "/calib.txt\",\"seqs\":10,\"ctx\":48},"
+    "\"metric\":\"gptq\",\"search\":\"ilp\",\"calibration\":{\"text\":\"" MODEL "/calib.txt\",\"seqs\":10,\"ctx\":48},"
     "\"split_rows\":128,\"split_min_weights\":0}";
 
 static void test_rowsplit_daemon_matches_offline(void **state)

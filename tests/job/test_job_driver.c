@@ -58,7 +58,8 @@ static void test_driver_gptq_matches_direct(void **state)
      * same file and give the same plan. */
     compare_paths("{\"kind\":\"plan\",\"model\":\"" MODEL "\",\"budget\":{\"bits\":3.25},"
                   "\"formats\":[\"int2_g128_asym\",\"int3_g128_asym\",\"int4_g128_asym\",\"int8_g128_asym\"],"
-                  "\"metric\":\"gptq\",\"calibration\":{\"text\":\"" MODEL "/calib.txt\",\"seqs\":12,\"ctx\":64}}");
+                  "\"metric\":\"gptq\",\"search\":\"ilp\","
+                  "\"calibration\":{\"text\":\"" MODEL "/calib.txt\",\"seqs\":12,\"ctx\":64}}");
 }
 
 static void test_driver_hessian_tasks_match_direct(void **state)
@@ -67,7 +68,8 @@ static void test_driver_hessian_tasks_match_direct(void **state)
     /* No stats file: the task path computes Hessians in shards. */
     const char *spec = "{\"kind\":\"plan\",\"model\":\"" MODEL "\",\"budget\":{\"bits\":3.0},"
                        "\"formats\":[\"int2_g64_asym\",\"int3_g64_asym\",\"int4_g64_asym\"],"
-                       "\"metric\":\"hfull\",\"calibration\":{\"text\":\"" MODEL "/calib.txt\",\"seqs\":11,\"ctx\":32}}";
+                       "\"metric\":\"hfull\",\"search\":\"ilp\","
+                       "\"calibration\":{\"text\":\"" MODEL "/calib.txt\",\"seqs\":11,\"ctx\":32}}";
     char *b = NULL;
     bp_error err;
     int rc = bp_job_run_local(spec, strlen(spec), 1, &b, &err);

@@ -17,7 +17,7 @@
 #define MODEL BP_SOURCE_DIR "/examples/models/tiny-llama-kjv"
 #define TMP BP_TEST_TMPDIR "/rowsplit-"
 #define CALIB_FULL                                                                                       \
-    "\"calibration\":{\"text\":\"" MODEL "/calib.txt\",\"seqs\":12,\"ctx\":64,\"stats\":\"" TMP "full.st\"}"
+    "\"search\":\"ilp\",\"calibration\":{\"text\":\"" MODEL "/calib.txt\",\"seqs\":12,\"ctx\":64,\"stats\":\"" TMP "full.st\"}"
 
 static int setup(void **state)
 {

@@ -11,10 +11,14 @@
 struct bp_gptq_factor {
     int64_t n;
     int64_t ndead;
+    /* Everything below is indexed by pass position; the pass visits column
+     * perm[i] i-th (perm NULL: natural order, perm[i] = i). */
     unsigned char *dead; /* n flags: H_jj was 0 */
     /* n x n row-major, upper triangle: the feedback matrix F = R D^-1 of
-     * H = R R^T (R upper, D = diag R), so F has a unit diagonal. */
+     * H = R R^T (R upper, D = diag R) of H permuted to pass order, so F has
+     * a unit diagonal. */
     float *f;
+    int64_t *perm; /* act-order only */
 };
 
 /* |H_ij - H_ji| above this fraction of sqrt(H_ii H_jj) (the Cauchy-Schwarz
@@ -28,6 +32,7 @@ void bp_gptq_factor_destroy(bp_gptq_factor **p)
         return;
     free((*p)->dead);
     free((*p)->f);
+    free((*p)->perm);
     free(*p);
     *p = NULL;
 }
@@ -75,11 +80,95 @@ static int check_h(const double *h, int64_t n, bp_error *err)
     return BP_OK;
 }
 
+/* Column index of pass position i, for messages in the caller's terms. */
+static long long orig_col(const int64_t *perm, int64_t i)
+{
+    return (long long)(perm ? perm[i] : i);
+}
+
+typedef struct {
+    double d;
+    int64_t j;
+} diag_entry;
+
+static int by_decreasing_diag(const void *a, const void *b)
+{
+    const diag_entry *x = a, *y = b;
+    if (x->d != y->d)
+        return x->d > y->d ? -1 : 1;
+    return x->j < y->j ? -1 : x->j > y->j;
+}
+
+int bp_gptq_act_order_perm(const double *h, int64_t n, int64_t *perm,
+                           bp_error *err)
+{
+    if (!h || !perm || n < 1)
+        return bp_error_set(err, BP_EINVAL,
+                            "gptq: act-order needs a Hessian, an output and "
+                            "a size >= 1");
+    diag_entry *e = malloc((size_t)n * sizeof *e);
+    if (!e)
+        return bp_error_set(err, BP_ENOMEM,
+                            "gptq: out of memory for act-order of %lld "
+                            "columns", (long long)n);
+    for (int64_t j = 0; j < n; j++) {
+        e[j].d = h[j * n + j];
+        e[j].j = j;
+        if (!isfinite(e[j].d)) {
+            free(e);
+            return bp_error_set(err, BP_EINVAL,
+                                "gptq: H[%lld][%lld] is not finite",
+                                (long long)j, (long long)j);
+        }
+    }
+    /* (H_jj, j) is a total order, so the sort's result is unique. */
+    qsort(e, (size_t)n, sizeof *e, by_decreasing_diag);
+    for (int64_t i = 0; i < n; i++)
+        perm[i] = e[i].j;
+    free(e);
+    return BP_OK;
+}
+
+int bp_gptq_factor_act_order(const bp_gptq_factor *fac, int64_t *perm)
+{
+    if (!fac || !fac->perm)
+        return 0;
+    if (perm)
+        memcpy(perm, fac->perm, (size_t)fac->n * sizeof *perm);
+    return 1;
+}
+
+static int factor_build(bp_gptq_factor *fac, const double *h, int64_t n,
+                        double damp_frac, bp_error *err);
+
 int bp_gptq_factor_new(const double *h, int64_t h_rows, int64_t h_cols,
                        double damp_frac, bp_gptq_factor **out, bp_error *err)
 {
+    return bp_gptq_factor_new_ex(h, h_rows, h_cols, damp_frac, 0, out, err);
+}
+
+/* H in pass order: hp[i][k] = H[perm[i]][perm[k]], read from H's upper
+ * triangle (the only part the factor uses). */
+static void permute_h(const double *h, int64_t n, const int64_t *perm,
+                      double *hp)
+{
+#pragma omp parallel for schedule(static) if (n * n >= BP__PAR_MIN)
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t k = 0; k < n; k++) {
+            int64_t a = perm[i], b = perm[k];
+            hp[i * n + k] = a <= b ? h[a * n + b] : h[b * n + a];
+        }
+}
+
+int bp_gptq_factor_new_ex(const double *h, int64_t h_rows, int64_t h_cols,
+                          double damp_frac, unsigned flags,
+                          bp_gptq_factor **out, bp_error *err)
+{
     if (out)
         *out = NULL;
+    if (flags & ~BP_GPTQ_ACT_ORDER)
+        return bp_error_set(err, BP_EINVAL, "gptq: unknown option flags 0x%x",
+                            flags & ~BP_GPTQ_ACT_ORDER);
     if (!h || !out)
         return bp_error_set(err, BP_EINVAL, "gptq: NULL Hessian or output");
     if (h_rows != h_cols)
@@ -98,11 +187,43 @@ int bp_gptq_factor_new(const double *h, int64_t h_rows, int64_t h_cols,
     if (rc)
         return err ? bp_error_prefix(err, "gptq") : rc;
 
-    size_t nn = (size_t)n * (size_t)n;
-    double *a = NULL, *rdiag = NULL;
     bp_gptq_factor *fac = calloc(1, sizeof *fac);
+    double *hp = NULL;
     if (!fac)
         goto nomem;
+    const double *src = h;
+    if (flags & BP_GPTQ_ACT_ORDER) {
+        fac->perm = malloc((size_t)n * sizeof *fac->perm);
+        hp = malloc((size_t)n * (size_t)n * sizeof *hp);
+        if (!fac->perm || !hp)
+            goto nomem;
+        if ((rc = bp_gptq_act_order_perm(h, n, fac->perm, err)) != BP_OK)
+            goto out;
+        permute_h(h, n, fac->perm, hp);
+        src = hp;
+    }
+    if ((rc = factor_build(fac, src, n, damp_frac, err)) != BP_OK)
+        goto out;
+    free(hp);
+    *out = fac;
+    return BP_OK;
+nomem:
+    rc = bp_error_set(err, BP_ENOMEM, "gptq: out of memory for a %lld x %lld "
+                      "Hessian", (long long)h_rows, (long long)h_cols);
+out:
+    free(hp);
+    bp_gptq_factor_destroy(&fac);
+    return rc;
+}
+
+/* Fills fac (n and perm set, the rest empty) from the validated h, already
+ * in pass order. On failure the caller destroys fac. */
+static int factor_build(bp_gptq_factor *fac, const double *h, int64_t n,
+                        double damp_frac, bp_error *err)
+{
+    int rc = BP_OK;
+    size_t nn = (size_t)n * (size_t)n;
+    double *a = NULL, *rdiag = NULL;
     fac->n = n;
     fac->dead = calloc((size_t)n, 1);
     fac->f = malloc(nn * sizeof *fac->f);
@@ -154,7 +275,8 @@ int bp_gptq_factor_new(const double *h, int64_t h_rows, int64_t h_cols,
                           "fails at column %lld of %lld); H must be a positive "
                           "semidefinite second-moment matrix, or use a larger "
                           "damping fraction than %g",
-                          damp, (long long)(n - info), (long long)n, damp_frac);
+                          damp, orig_col(fac->perm, n - info), (long long)n,
+                          damp_frac);
         goto out;
     }
     /* R[p][q] = L[n-1-p][n-1-q]; F[p][q] = R[p][q] / R[q][q]. */
@@ -183,27 +305,21 @@ int bp_gptq_factor_new(const double *h, int64_t h_rows, int64_t h_cols,
                     bad = p * n + q;
         }
     }
-    if (bad >= 0) {
+    if (bad >= 0)
         rc = bp_error_set(err, BP_EFORMAT,
                           "gptq: feedback factor of H is not finite at "
                           "[%lld][%lld]; H is too ill-conditioned, use a "
                           "larger damping fraction than %g",
-                          (long long)(bad / n), (long long)(bad % n),
-                          damp_frac);
-        goto out;
-    }
-    free(a);
-    free(rdiag);
-    *out = fac;
-    return BP_OK;
+                          orig_col(fac->perm, bad / n),
+                          orig_col(fac->perm, bad % n), damp_frac);
+    goto out;
 
 nomem:
     rc = bp_error_set(err, BP_ENOMEM, "gptq: out of memory for a %lld x %lld "
-                      "Hessian", (long long)h_rows, (long long)h_cols);
+                      "Hessian", (long long)n, (long long)n);
 out:
     free(a);
     free(rdiag);
-    bp_gptq_factor_destroy(&fac);
     return rc;
 }
 
@@ -346,6 +462,120 @@ static int check_rows(const bp_format *f, const float *w, int64_t nrows,
     return BP_OK;
 }
 
+/* One row's in-block act-order step over pass positions [c0, c1): wr is the
+ * working row and w0 the original row, both in pass order (dead columns 0);
+ * column perm[j] is rounded with its static parameters and written back to
+ * its own place in codes and deq. d receives dW for the lazy update. */
+static void static_block_row(const bp_format *f, const float *fb, int64_t n,
+                             const int64_t *perm, const float *w0, float *wr,
+                             int64_t c0, int64_t c1, int64_t g,
+                             uint16_t *codes, const bp_qparams *params,
+                             float *deq, float *d)
+{
+    for (int64_t s0 = c0; s0 < c1; s0 += SUB) {
+        int64_t s1 = s0 + SUB < c1 ? s0 + SUB : c1;
+        for (int64_t j = s0; j < s1; j++) {
+            int64_t o = perm[j];
+            const bp_qparams *p = params + (g > 0 ? o / g : 0);
+            /* as in block_row: no inf or NaN into the format kernels */
+            float x = isfinite(wr[j]) ? wr[j] : 0.0f;
+            uint16_t c = bp_format_encode(f, p, x);
+            float q = bp_format_decode(f, p, c);
+            codes[o] = c;
+            if (deq)
+                deq[o] = q;
+            float dj = w0[j] - q;
+            d[j - c0] = dj;
+            const float *fj = fb + j * n;
+            for (int64_t k = j + 1; k < s1; k++)
+                wr[k] += dj * fj[k];
+        }
+        rank_update(wr + s1, c1 - s1, fb + s0 * n + s1, n, s1 - s0,
+                    d + (s0 - c0));
+    }
+}
+
+/* Static parameters of one row, fitted before any feedback in natural
+ * column order: per-row formats on the raw row (as the natural path),
+ * groups on the row with dead columns zeroed (the values the pass starts
+ * from). Then w0p (pass order, dead zeroed) is laid out for the pass; tmp
+ * holds cols floats. */
+static void prepare_static_row(const bp_format *f, const bp_gptq_factor *fac,
+                               const float *w, int64_t cols, int64_t g,
+                               float tensor_param, bp_qparams *params,
+                               float *w0p, float *tmp)
+{
+    const int64_t *perm = fac->perm;
+    memcpy(tmp, w, (size_t)cols * sizeof *tmp);
+    for (int64_t i = 0; i < cols; i++)
+        if (fac->dead[i])
+            tmp[perm[i]] = 0.0f;
+    if (g == 0)
+        bp_format_fit_group(f, w, cols, tensor_param, params);
+    else
+        for (int64_t k = 0; k < cols / g; k++)
+            bp_format_fit_group(f, tmp + k * g, g, tensor_param, params + k);
+    for (int64_t i = 0; i < cols; i++)
+        w0p[i] = tmp[perm[i]];
+}
+
+/* bp_gptq_quantize_rows for an act-order factor (validated arguments):
+ * static parameters first, then the lazy-block pass in pass order. */
+static int quantize_act_order(const bp_format *f, const bp_gptq_factor *fac,
+                              const float *w, int64_t nrows, int64_t cols,
+                              int64_t g, int64_t gpr, float tensor_param,
+                              uint16_t *codes, bp_qparams *params, float *deq,
+                              bp_error *err)
+{
+    int rc = BP_OK;
+    int64_t bw = BP_GPTQ_BLOCK < cols ? BP_GPTQ_BLOCK : cols;
+    size_t nw = (size_t)nrows * (size_t)cols;
+    float *w0p = malloc(nw * sizeof *w0p);
+    float *wk = malloc(nw * sizeof *wk);
+    float *e = malloc((size_t)nrows * (size_t)bw * sizeof *e);
+    if (!w0p || !wk || !e) {
+        rc = bp_error_set(err, BP_ENOMEM,
+                          "gptq: out of memory for %lld x %lld weights",
+                          (long long)nrows, (long long)cols);
+        goto out;
+    }
+    /* wk serves as the fitting scratch before it is filled. */
+#pragma omp parallel for schedule(static) if (nrows * cols >= BP__PAR_MIN)
+    for (int64_t r = 0; r < nrows; r++)
+        prepare_static_row(f, fac, w + r * cols, cols, g, tensor_param,
+                           params + r * gpr, w0p + r * cols, wk + r * cols);
+    memcpy(wk, w0p, nw * sizeof *wk);
+
+    for (int64_t c0 = 0; c0 < cols; c0 += bw) {
+        int64_t c1 = c0 + bw < cols ? c0 + bw : cols;
+        int64_t m = c1 - c0;
+#pragma omp parallel for schedule(static) if (nrows * cols >= BP__PAR_MIN)
+        for (int64_t r = 0; r < nrows; r++)
+            static_block_row(f, fac->f, cols, fac->perm, w0p + r * cols,
+                             wk + r * cols, c0, c1, g, codes + r * cols,
+                             params + r * gpr, deq ? deq + r * cols : NULL,
+                             e + r * m);
+        if (c1 < cols)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nrows,
+                        (int)(cols - c1), (int)m, 1.0f, e, (int)m,
+                        fac->f + c0 * cols + c1, (int)cols, 1.0f, wk + c1,
+                        (int)cols);
+    }
+    int64_t bad = first_nonfinite(wk, nrows * cols);
+    if (bad >= 0)
+        rc = bp_error_set(err, BP_EFORMAT,
+                          "gptq: error feedback diverged (weight [%lld, %lld] "
+                          "became non-finite); H is too ill-conditioned or "
+                          "the weights too large, use a larger damping "
+                          "fraction", (long long)(bad / cols),
+                          (long long)fac->perm[bad % cols]);
+out:
+    free(w0p);
+    free(wk);
+    free(e);
+    return rc;
+}
+
 int bp_gptq_quantize_rows(const bp_format *f, const bp_gptq_factor *fac,
                           const float *w, int64_t nrows, int64_t cols,
                           float tensor_param, uint16_t *codes,
@@ -384,6 +614,9 @@ int bp_gptq_quantize_rows(const bp_format *f, const bp_gptq_factor *fac,
         return bp_error_set(err, BP_EINVAL,
                             "gptq: format %s: unexpected %lld groups per row",
                             f->name, (long long)gpr);
+    if (fac->perm)
+        return quantize_act_order(f, fac, w, nrows, cols, g, gpr,
+                                  tensor_param, codes, params, deq, err);
     /* Block width: a multiple of the group so groups never straddle blocks
      * and are fully updated when fitted. */
     int64_t bw = BP_GPTQ_BLOCK;
@@ -472,6 +705,16 @@ int bp_gptq_quantize(const bp_format *f, const float *w, int64_t rows,
                      bp_qparams *params, float *tensor_param_out, float *deq,
                      bp_error *err)
 {
+    return bp_gptq_quantize_ex(f, w, rows, cols, h, h_rows, h_cols, damp_frac,
+                               0, codes, params, tensor_param_out, deq, err);
+}
+
+int bp_gptq_quantize_ex(const bp_format *f, const float *w, int64_t rows,
+                        int64_t cols, const double *h, int64_t h_rows,
+                        int64_t h_cols, double damp_frac, unsigned flags,
+                        uint16_t *codes, bp_qparams *params,
+                        float *tensor_param_out, float *deq, bp_error *err)
+{
     int rc = check_rows(f, w, rows, cols, err);
     if (rc)
         return rc;
@@ -481,7 +724,8 @@ int bp_gptq_quantize(const bp_format *f, const float *w, int64_t rows,
                             "%lld x %lld", (long long)cols, (long long)h_rows,
                             (long long)h_cols);
     bp_gptq_factor *fac = NULL;
-    rc = bp_gptq_factor_new(h, h_rows, h_cols, damp_frac, &fac, err);
+    rc = bp_gptq_factor_new_ex(h, h_rows, h_cols, damp_frac, flags, &fac,
+                               err);
     if (rc)
         return rc;
     float tp = bp_format_tensor_param(f, absmax(w, rows * cols));
@@ -531,6 +775,15 @@ int bp_gptq_error(const bp_format *f, const float *w, int64_t rows,
                   int64_t h_cols, double damp_frac, double *out, float *deq,
                   bp_error *err)
 {
+    return bp_gptq_error_ex(f, w, rows, cols, h, h_rows, h_cols, damp_frac, 0,
+                            out, deq, err);
+}
+
+int bp_gptq_error_ex(const bp_format *f, const float *w, int64_t rows,
+                     int64_t cols, const double *h, int64_t h_rows,
+                     int64_t h_cols, double damp_frac, unsigned flags,
+                     double *out, float *deq, bp_error *err)
+{
     if (!out)
         return bp_error_set(err, BP_EINVAL, "gptq: NULL output");
     int rc = check_rows(f, w, rows, cols, err);
@@ -542,7 +795,8 @@ int bp_gptq_error(const bp_format *f, const float *w, int64_t rows,
                             "%lld x %lld", (long long)cols, (long long)h_rows,
                             (long long)h_cols);
     bp_gptq_factor *fac = NULL;
-    rc = bp_gptq_factor_new(h, h_rows, h_cols, damp_frac, &fac, err);
+    rc = bp_gptq_factor_new_ex(h, h_rows, h_cols, damp_frac, flags, &fac,
+                               err);
     if (rc)
         return rc;
     float tp = bp_format_tensor_param(f, absmax(w, rows * cols));
@@ -639,6 +893,10 @@ static int check_col_blocks(const bp_gptq_factor *fac, const float *w,
                             "gptq: weights have %lld columns but H is "
                             "%lld x %lld", (long long)cols, (long long)fac->n,
                             (long long)fac->n);
+    if (fac->perm)
+        return bp_error_set(err, BP_EINVAL,
+                            "gptq: mixed column blocks need a natural-order "
+                            "factor, not an act-order one");
     if (block_cols < 1 || cols % block_cols != 0)
         return bp_error_set(err, BP_EINVAL,
                             "gptq: column block size %lld does not divide "

@@ -188,6 +188,41 @@ static int load_block(const bp_tensor_info *t, int64_t r, int64_t n, int64_t col
     return BP_OK;
 }
 
+/* max |w| of rows [r, r + n) of a bf16 tensor, straight from the bits:
+ * with the sign cleared, a bf16 bit pattern orders as its magnitude, so
+ * the integer max is the max |w| without converting anything. A pattern
+ * of 0x7f80 or above is an infinity or NaN: BP_EFORMAT naming the first
+ * such row. */
+HOT static int bf16_absmax_rows(const bp_tensor_info *t, int64_t r, int64_t n, int64_t cols,
+                                uint16_t *out, bp_error *e)
+{
+    const uint16_t *src = (const uint16_t *)t->data + r * cols;
+    size_t total = (size_t)n * (size_t)cols;
+    uint16_t m[32] = {0};
+    size_t i = 0;
+    for (; i + 32 <= total; i += 32)
+        for (int l = 0; l < 32; l++) {
+            uint16_t a = src[i + (size_t)l] & 0x7fffu;
+            m[l] = a > m[l] ? a : m[l];
+        }
+    for (; i < total; i++) {
+        uint16_t a = src[i] & 0x7fffu;
+        m[0] = a > m[0] ? a : m[0];
+    }
+    uint16_t mx = 0;
+    for (int l = 0; l < 32; l++)
+        mx = m[l] > mx ? m[l] : mx;
+    if (mx >= 0x7f80u) {
+        for (int64_t k = 0; k < n; k++)
+            for (int64_t j = 0; j < cols; j++)
+                if ((src[k * cols + j] & 0x7fffu) >= 0x7f80u)
+                    return bp_error_set(e, BP_EFORMAT, "tensor '%s': row %lld: non-finite weight",
+                                        tname(t), (long long)(r + k));
+    }
+    *out = mx;
+    return BP_OK;
+}
+
 int bp_sweep_tensor_absmax(const bp_tensor_info *t, float *out, bp_error *err)
 {
     if (!t || !out)
@@ -219,6 +254,19 @@ int bp_sweep_tensor_absmax(const bp_tensor_info *t, float *out, bp_error *err)
                 continue;
             }
             int64_t ce = (c + 1) * CH < rows ? (c + 1) * CH : rows;
+            if (t->dtype == BP_DTYPE_BF16 && t->data) {
+                uint16_t mb;
+                int rc = bf16_absmax_rows(t, c * CH, ce - c * CH, cols, &mb, &e);
+                if (rc) {
+                    fail_note(&ff, c, rc, &e);
+                    continue;
+                }
+                uint32_t u = (uint32_t)mb << 16;
+                float a;
+                memcpy(&a, &u, 4);
+                mine = a > mine ? a : mine;
+                continue;
+            }
             for (int64_t r = c * CH; r < ce; r += blk) {
                 int64_t n = ce - r < blk ? ce - r : blk;
                 int rc = load_block(t, r, n, cols, buf, &e);
