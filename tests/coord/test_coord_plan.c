@@ -167,7 +167,7 @@ static void test_plan_daemon_bad_specs(void **state)
         err[0] = '\0';
         int rc = tc_submit(&c.tc, bad[i], job, err, sizeof err);
         if (rc == BP_OK) {
-            tc_wait_job(&c.tc, c.client_ep, job, 60000, st, err, sizeof err);
+            tc_wait_job(&c.tc, c.client_ep, job, 180000, st, err, sizeof err);
             assert_string_equal(st, "failed");
         }
         if (!strstr(err, expect[i]))

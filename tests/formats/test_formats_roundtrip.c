@@ -219,7 +219,10 @@ static void run_format(const bp_format *f, const float *w, int64_t rows, int64_t
 static void test_every_format_round_trip(void **state)
 {
     (void)state;
-    static const int64_t shapes[][2] = {{7, 256}, {5, 96}, {3, 100}, {67, 128}, {2, 4096}, {1, 1}};
+    /* 2368 = 37 x 64 and 2432 = 19 x 128: rows of several 16-group blocks
+     * (the fused kernel fits 16 groups at a time) and a partial one. */
+    static const int64_t shapes[][2] = {{7, 256},  {5, 96},   {3, 100}, {67, 128},
+                                        {2, 4096}, {3, 2368}, {2, 2432}, {1, 1}};
     bp_format m[64];
     size_t nf = bp_format_menu(m, 64);
     int runs = 0;

@@ -27,13 +27,19 @@
 #define SPEC(extra)                                                                                          \
     "{\"kind\":\"plan\",\"model\":\"" MODEL "\",\"budget\":{\"bits\":3.0},\"metric\":\"mse\","            \
     "\"formats\":[\"int2_g64_asym\",\"int3_g64_asym\",\"int3_pc_asym\",\"int4_g64_asym\"],"               \
-    "\"calibration\":{\"text\":\"" MODEL "/calib.txt\",\"seqs\":4,\"ctx\":64}" extra "}"
+    "\"table\":\"" BP_TEST_TMPDIR "/evo-table.csv\","                                                     \
+    "\"calibration\":{\"text\":\"" MODEL "/calib.txt\",\"seqs\":4,\"ctx\":64,"                          \
+    "\"stats\":\"" BP_TEST_TMPDIR "/evo-stats.st\"}" extra "}"
 
+/* The first run measures the table and the Hessians; the others reuse
+ * them (the search itself always runs). */
 static int setup(void **state)
 {
     (void)state;
     bp_job_register_tasks();
     setenv("TMPDIR", BP_TEST_TMPDIR, 1);
+    remove(BP_TEST_TMPDIR "/evo-table.csv");
+    remove(BP_TEST_TMPDIR "/evo-stats.st");
     return 0;
 }
 

@@ -302,6 +302,34 @@ static void test_bad_inputs(void **state)
     mem_tensor_free(&m);
 }
 
+/* A bf16 tensor's max |w| is taken from the bits: the largest magnitude
+ * whatever its sign, subnormals and -0 included, across chunks. */
+static void test_bf16_absmax_bits(void **state)
+{
+    (void)state;
+    mem_tensor m;
+    mem_tensor_make(&m, BP_DTYPE_BF16, 150, 32, 57);
+    uint16_t *b = m.data;
+    float amax;
+    bp_error e;
+    for (size_t i = 0; i < 150 * 32; i++)
+        b[i] = (uint16_t)(i % 3 == 0 ? 0x8000u : i % 3 == 1 ? 0x0001u : 0x8003u);
+    assert_int_equal(bp_sweep_tensor_absmax(&m.t, &amax, &e), BP_OK);
+    assert_true(amax == bp_bf16_to_f32(0x0003u));
+    b[140 * 32 + 7] = bp_f32_to_bf16(-3.5f);
+    b[10 * 32 + 1] = bp_f32_to_bf16(3.25f);
+    assert_int_equal(bp_sweep_tensor_absmax(&m.t, &amax, &e), BP_OK);
+    assert_true(amax == 3.5f);
+    /* The largest finite bf16 is not mistaken for an infinity. */
+    b[70 * 32] = 0xff7fu;
+    assert_int_equal(bp_sweep_tensor_absmax(&m.t, &amax, &e), BP_OK);
+    assert_true(amax == bp_bf16_to_f32(0x7f7fu));
+    memset(b, 0x80, 150 * 32 * 2); /* 0x8080: negative subnormals */
+    assert_int_equal(bp_sweep_tensor_absmax(&m.t, &amax, &e), BP_OK);
+    assert_true(amax == bp_bf16_to_f32(0x0080u));
+    mem_tensor_free(&m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -309,6 +337,7 @@ int main(void)
         cmocka_unit_test(test_ranges_merge_bit_exact),
         cmocka_unit_test(test_unsupported_and_no_colw),
         cmocka_unit_test(test_bad_inputs),
+        cmocka_unit_test(test_bf16_absmax_bits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
