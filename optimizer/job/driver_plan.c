@@ -687,42 +687,6 @@ static int make_solve_task(plan_driver *d, bp_error *err)
     return BP_OK;
 }
 
-/* Bytes are known from the formats alone: a memory budget below the
- * smallest achievable size fails now, before any measurement (the solve
- * would say the same after measuring everything). Without a KV cache only;
- * with one the solve reports it. */
-static int check_size_budget(const plan_driver *d, bp_error *err)
-{
-    const bp_job_spec *s = d->spec;
-    if (s->kv_context > 0)
-        return BP_OK;
-    uint64_t min_bytes = 0;
-    for (size_t i = 0; i < d->sel->n; i++) {
-        const bp_selected_tensor *st = &d->sel->tensors[i];
-        uint64_t best = UINT64_MAX;
-        for (size_t k = 0; k < st->n_formats; k++) {
-            uint64_t b = bp_format_bytes(&st->formats[k], st->rows, st->cols);
-            best = b < best ? b : best;
-        }
-        if (best != UINT64_MAX)
-            min_bytes += best;
-    }
-    uint64_t cap = 0;
-    int rc = bp_budget_capacity(&s->budget, d->sel->total_params, &cap, err);
-    if (rc != BP_OK)
-        return rc;
-    if (s->budget_bytes > 0 && s->budget_bytes < cap)
-        cap = s->budget_bytes;
-    if (min_bytes > cap)
-        return bp_error_set(err, BP_EINFEASIBLE,
-                            "budget infeasible: %llu bytes (%.4f bits/weight) is below the smallest achievable "
-                            "%llu bytes (%.4f bits/weight) with the allowed formats",
-                            (unsigned long long)cap, bp_budget_bits_per_weight(cap, d->sel->total_params),
-                            (unsigned long long)min_bytes,
-                            bp_budget_bits_per_weight(min_bytes, d->sel->total_params));
-    return BP_OK;
-}
-
 static int driver_create(const char *json, size_t len, void **state, bp_error *err)
 {
     *state = NULL;
@@ -756,8 +720,6 @@ static int driver_create(const char *json, size_t len, void **state, bp_error *e
         rc = bp_error_set(err, BP_EINVAL, "%s: no tensor is selected for quantization", s->model_dir);
         goto fail;
     }
-    if ((rc = check_size_budget(d, err)) != BP_OK)
-        goto fail;
     if (s->imatrix_path) {
         bp_imatrix *im = NULL;
         if ((rc = bp_imatrix_load(s->imatrix_path, &im, err)) != BP_OK)
