@@ -51,7 +51,7 @@ int bp_job_search_from_name(const char *name);
 
 typedef enum bp_job_granularity {
     BP_JOB_GRANULARITY_TENSOR = 0,
-    BP_JOB_GRANULARITY_BLOCK      /* parsed and stored; not yet measured */
+    BP_JOB_GRANULARITY_BLOCK      /* a format per block (docs/blocks.md) */
 } bp_job_granularity;
 
 /* Measure-task splitting defaults (docs/job-spec.md, "split_rows"). */

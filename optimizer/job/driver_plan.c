@@ -70,6 +70,7 @@ typedef struct plan_driver {
     bp__job_problem *prob;
     bp_solution ilp;           /* the solve stage's result */
     bp__search_driver *search; /* the real-loss search, when wanted */
+    int64_t n_tokens;          /* calibration tokens, counted once; 0 = not yet */
     double *search_kl;         /* measured loss per task of the batch */
     char *result_json;
     uint64_t done_count;
@@ -290,7 +291,8 @@ static int make_measure_task(plan_driver *d, const bp_selected_tensor *st, int64
     return BP_OK;
 }
 
-static int search_windows(const plan_driver *d, int64_t *first, int64_t *n_high, bp_error *err);
+static int search_windows(plan_driver *d, int64_t *first, int64_t *n_high, bp_error *err);
+static int calib_token_count(plan_driver *d, int64_t *n, bp_error *err);
 static const bp_bin_view *find_bin(const bp_task_result *r, const char *name);
 
 /* ---- blocks and KV layers: extra measure tasks after the tensors' ------ */
@@ -459,18 +461,12 @@ static int make_kv_tasks(plan_driver *d, bp_error *err)
     int rc = bp_llama_config_parse(bp_model_config_text(d->model), "config.json", &cfg, err);
     if (rc != BP_OK)
         return rc;
-    int64_t first = 0, n_high = 0;
     /* The dkl cells' windows: after the Hessian sequences, kl_windows of
      * them (default 16), as many as the tokens hold. */
-    if ((rc = search_windows(d, &first, &n_high, err)) != BP_OK)
+    int64_t klw = d->spec->calib.kl_windows > 0 ? d->spec->calib.kl_windows : 16, n_tok = 0;
+    if ((rc = calib_token_count(d, &n_tok, err)) != BP_OK)
         return rc;
-    int64_t klw = d->spec->calib.kl_windows > 0 ? d->spec->calib.kl_windows : 16;
-    bp_tokens *tok = NULL;
-    if ((rc = bp_calib_load_tokens(d->spec->calib.text_path, d->spec->calib.tokens_path, cfg.vocab_size, &tok,
-                                   err)) != BP_OK)
-        return rc;
-    int64_t rest = bp_tokens_count(tok) - d->n_seq * d->ctx;
-    bp_tokens_destroy(&tok);
+    int64_t rest = n_tok - d->n_seq * d->ctx;
     int64_t avail = rest > 1 ? bp_eval_n_windows(rest, d->ctx) : 0;
     int64_t n_win = avail < klw ? avail : klw;
     if (n_win < 1)
@@ -503,8 +499,6 @@ static int make_kv_tasks(plan_driver *d, bp_error *err)
         }
         seal_task(t, (uint64_t)n_win * BP_KV_FORMAT_COUNT);
     }
-    (void)first;
-    (void)n_high;
     return BP_OK;
 }
 
@@ -1085,8 +1079,13 @@ out:
 
 /* The held-out windows the search measures on: after the Hessian
  * sequences, as many as the spec asks and the tokens hold. */
-static int search_windows(const plan_driver *d, int64_t *first, int64_t *n_high, bp_error *err)
+/* The calibration stream's token count (read once per job). */
+static int calib_token_count(plan_driver *d, int64_t *n, bp_error *err)
 {
+    if (d->n_tokens > 0) {
+        *n = d->n_tokens;
+        return BP_OK;
+    }
     const bp_job_spec *s = d->spec;
     bp_llama_config cfg;
     int rc = bp_llama_config_parse(bp_model_config_text(d->model), "config.json", &cfg, err);
@@ -1095,8 +1094,18 @@ static int search_windows(const plan_driver *d, int64_t *first, int64_t *n_high,
     bp_tokens *tok = NULL;
     if ((rc = bp_calib_load_tokens(s->calib.text_path, s->calib.tokens_path, cfg.vocab_size, &tok, err)) != BP_OK)
         return rc;
-    int64_t n = bp_tokens_count(tok);
+    d->n_tokens = *n = bp_tokens_count(tok);
     bp_tokens_destroy(&tok);
+    return BP_OK;
+}
+
+static int search_windows(plan_driver *d, int64_t *first, int64_t *n_high, bp_error *err)
+{
+    const bp_job_spec *s = d->spec;
+    int64_t n = 0;
+    int rc = calib_token_count(d, &n, err);
+    if (rc != BP_OK)
+        return rc;
     int64_t all = n > 1 ? bp_eval_n_windows(n, d->ctx) : 0;
     int64_t want = s->evo_windows > 0 ? s->evo_windows : BP_JOB_EVO_WINDOWS;
     *first = d->n_seq;

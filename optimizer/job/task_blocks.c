@@ -93,21 +93,6 @@ static int open_imatrix(const char *path, bp_error *err)
     return g_blk.imatrix_path ? BP_OK : bp_error_set(err, BP_ENOMEM, "out of memory");
 }
 
-static int opt_string(const msgpack_object *m, const char *key, char **out, bp_error *err)
-{
-    *out = NULL;
-    bp_str s;
-    int rc = bp_mp_get_str(m, key, &s, err);
-    if (rc == BP_ENOTFOUND) {
-        bp_error_clear(err);
-        return BP_OK;
-    }
-    if (rc != BP_OK)
-        return rc;
-    *out = bp__mp_strdup(m, key, 1, err);
-    return *out ? BP_OK : (err ? err->code : BP_EINVAL);
-}
-
 static int read_formats(const msgpack_object *m, bp_format **out, size_t *n, bp_error *err)
 {
     const msgpack_object *arr = NULL;
@@ -153,8 +138,9 @@ static int task_measure_blocks(bp_task_ctx *ctx, bp_error *err)
         rc = err ? err->code : BP_EINVAL;
         goto out;
     }
-    if ((rc = opt_string(p, "stats", &stats, err)) || (rc = opt_string(p, "calib_id", &calib_id, err)) ||
-        (rc = opt_string(p, "imatrix", &imatrix, err)) || (rc = bp_mp_get_i64(p, "size", &size, err)) ||
+    if ((rc = bp__mp_opt_strdup(p, "stats", &stats, err)) ||
+        (rc = bp__mp_opt_strdup(p, "calib_id", &calib_id, err)) ||
+        (rc = bp__mp_opt_strdup(p, "imatrix", &imatrix, err)) || (rc = bp_mp_get_i64(p, "size", &size, err)) ||
         (rc = read_formats(p, &formats, &nf, err)))
         goto out;
     int method = bp_table_method_from_name(method_s);

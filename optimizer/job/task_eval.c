@@ -162,21 +162,6 @@ static void params_free(eval_params *p)
     free(p->calib_id);
 }
 
-/* An optional string: absent or nil gives NULL, another type an error. */
-static int opt_string(const msgpack_object *map, const char *key, char **out, bp_error *err)
-{
-    *out = NULL;
-    int rc = bp_mp_get_str(map, key, NULL, err);
-    if (rc == BP_ENOTFOUND) {
-        bp_error_clear(err);
-        return BP_OK;
-    }
-    if (rc != BP_OK)
-        return rc;
-    *out = bp__mp_strdup(map, key, 1, err);
-    return *out ? BP_OK : (err ? err->code : BP_EINVAL);
-}
-
 static int get_int(const eval_params *p, const msgpack_object *map, const char *key, int required, int64_t def,
                    int64_t lo, int64_t hi, int64_t *out, bp_error *err)
 {
@@ -207,9 +192,9 @@ static int read_common_params(const msgpack_object *m, const char *kind, eval_pa
     if (!p->model)
         return err ? err->code : BP_EINVAL;
     int rc;
-    if ((rc = opt_string(m, "model_hash", &p->model_hash, err)) ||
-        (rc = opt_string(m, "text", &p->text, err)) || (rc = opt_string(m, "tokens", &p->tokens, err)) ||
-        (rc = opt_string(m, "tokens_hash", &p->tokens_hash, err)))
+    if ((rc = bp__mp_opt_strdup(m, "model_hash", &p->model_hash, err)) ||
+        (rc = bp__mp_opt_strdup(m, "text", &p->text, err)) || (rc = bp__mp_opt_strdup(m, "tokens", &p->tokens, err)) ||
+        (rc = bp__mp_opt_strdup(m, "tokens_hash", &p->tokens_hash, err)))
         return rc;
     if (!p->text == !p->tokens)
         return bp_error_set(err, BP_EINVAL, "%s task: give exactly one of \"text\" and \"tokens\"", kind);
@@ -223,8 +208,8 @@ static int read_common_params(const msgpack_object *m, const char *kind, eval_pa
 static int read_eval_params(const msgpack_object *m, eval_params *p, bp_error *err)
 {
     int rc = read_common_params(m, "evaluate", p, err);
-    if (rc == BP_OK && (rc = opt_string(m, "stats", &p->stats, err)) == BP_OK)
-        rc = opt_string(m, "calib_id", &p->calib_id, err);
+    if (rc == BP_OK && (rc = bp__mp_opt_strdup(m, "stats", &p->stats, err)) == BP_OK)
+        rc = bp__mp_opt_strdup(m, "calib_id", &p->calib_id, err);
     return rc;
 }
 

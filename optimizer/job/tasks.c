@@ -45,7 +45,7 @@ char *bp__mp_strdup(const msgpack_object *map, const char *key, int required, bp
 
 /* An optional string: absent or nil leaves *out NULL; any other type is an
  * error (params come from the network). */
-static int opt_str(const msgpack_object *map, const char *key, char **out, bp_error *err)
+int bp__mp_opt_strdup(const msgpack_object *map, const char *key, char **out, bp_error *err)
 {
     *out = NULL;
     bp_str s;
@@ -248,9 +248,9 @@ static int task_measure(bp_task_ctx *ctx, bp_error *err)
         rc = err ? err->code : BP_EINVAL;
         goto out;
     }
-    if (opt_str(p, "model_hash", &model_hash, err) || opt_str(p, "stats", &stats, err) ||
-        opt_str(p, "calib_id", &calib_id, err) || opt_str(p, "imatrix", &imatrix, err) ||
-        opt_str(p, "text", &text, err) || opt_str(p, "tokens", &tokens, err)) {
+    if (bp__mp_opt_strdup(p, "model_hash", &model_hash, err) || bp__mp_opt_strdup(p, "stats", &stats, err) ||
+        bp__mp_opt_strdup(p, "calib_id", &calib_id, err) || bp__mp_opt_strdup(p, "imatrix", &imatrix, err) ||
+        bp__mp_opt_strdup(p, "text", &text, err) || bp__mp_opt_strdup(p, "tokens", &tokens, err)) {
         rc = err ? err->code : BP_EINVAL;
         goto out;
     }
@@ -431,8 +431,8 @@ static int task_hessian(bp_task_ctx *ctx, bp_error *err)
         rc = err ? err->code : BP_EINVAL;
         goto out;
     }
-    if (opt_str(p, "model_hash", &model_hash, err) || opt_str(p, "text", &text, err) ||
-        opt_str(p, "tokens", &tokens_path, err)) {
+    if (bp__mp_opt_strdup(p, "model_hash", &model_hash, err) || bp__mp_opt_strdup(p, "text", &text, err) ||
+        bp__mp_opt_strdup(p, "tokens", &tokens_path, err)) {
         rc = err ? err->code : BP_EINVAL;
         goto out;
     }
