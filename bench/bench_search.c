@@ -28,6 +28,8 @@
 #include "bitplan/nsga2.h"
 #include "bitplan/solve.h"
 
+#include "bench_problem.h"
+
 static double now(void)
 {
     struct timespec ts;
@@ -40,25 +42,6 @@ static double peak_rss_gb(void)
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     return (double)ru.ru_maxrss / (1024.0 * 1024.0); /* ru_maxrss in KiB */
-}
-
-typedef struct rng {
-    uint64_t s;
-} rng;
-
-static double rng_unit(rng *r)
-{
-    uint64_t z = (r->s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    z ^= z >> 31;
-    return (double)(z >> 11) * 0x1.0p-53;
-}
-
-static void die(const char *what, const bp_error *e)
-{
-    fprintf(stderr, "%s: %s\n", what, e->msg);
-    exit(1);
 }
 
 /* ---- (a) block-level problem ---- */
@@ -74,23 +57,23 @@ static bp_problem *block_problem(size_t n, double bpw)
               {5, 64, 5.3}, {6, 64, 6.3}, {8, 0, 8.0},    {16, 0, 13.0}};
     bp_problem *p = bp_problem_new(1);
     bp_error e;
-    rng r = {42};
+    bench_rng r = {42};
     char name[32];
     for (size_t i = 0; i < n; i++) {
         snprintf(name, sizeof name, "b%zu", i);
         if (bp_problem_add_item(p, name, &e))
-            die("add_item", &e);
+            bench_die("add_item", &e);
         /* per-tensor (every 1024 blocks) and per-block sensitivity */
-        double s = exp(1.5 * (rng_unit(&r) - 0.5)) * (1.0 + 3.0 * (double)((i / 1024) % 7 == 0));
+        double s = exp(1.5 * (bench_rng_unit(&r) - 0.5)) * (1.0 + 3.0 * (double)((i / 1024) % 7 == 0));
         for (int k = 0; k < 8; k++) {
             double bytes = BLOCK * f[k].bits / 8.0 + (f[k].group ? BLOCK / f[k].group * 2.0 : 2.0);
-            double err = s * BLOCK * exp2(-2.0 * f[k].q) * (0.85 + 0.3 * rng_unit(&r)) * 1e-3;
+            double err = s * BLOCK * exp2(-2.0 * f[k].q) * (0.85 + 0.3 * bench_rng_unit(&r)) * 1e-3;
             if (bp_problem_add_choice(p, k, err, &bytes, &e))
-                die("add_choice", &e);
+                bench_die("add_choice", &e);
         }
     }
     if (bp_problem_set_constraint(p, 0, "bytes", floor(bpw * BLOCK * (double)n / 8.0), &e))
-        die("set_constraint", &e);
+        bench_die("set_constraint", &e);
     return p;
 }
 
@@ -105,9 +88,9 @@ static double sort_baseline(size_t n)
     double *v = malloc(n * sizeof *v);
     if (!v)
         return NAN;
-    rng r = {7};
+    bench_rng r = {7};
     for (size_t i = 0; i < n; i++)
-        v[i] = rng_unit(&r);
+        v[i] = bench_rng_unit(&r);
     double t0 = now();
     qsort(v, n, sizeof *v, cmp_double);
     double t = now() - t0;
@@ -116,131 +99,6 @@ static double sort_baseline(size_t n)
 }
 
 /* ---- (b), (c): the 7B-shaped proxy of bench_solve ---- */
-
-#define N_LAYERS 32
-#define MAX_FORMATS 64
-
-typedef struct fmt {
-    char name[24];
-    double q;
-    int kind; /* 0 int, 1 fp8, 2 mxfp4, 3 nvfp4, 4 f16, 5 bf16 */
-    int bits, group, asym;
-} fmt;
-
-static size_t make_menu(fmt *f)
-{
-    static const int widths[] = {2, 3, 4, 5, 6, 8};
-    static const int groups[] = {32, 64, 128, 0};
-    size_t n = 0;
-    for (size_t w = 0; w < 6; w++)
-        for (size_t g = 0; g < 4; g++)
-            for (int a = 0; a < 2; a++) {
-                fmt *x = &f[n++];
-                x->kind = 0;
-                x->bits = widths[w];
-                x->group = groups[g];
-                x->asym = a;
-                snprintf(x->name, sizeof x->name, "int%d_g%d_%s", widths[w], groups[g],
-                         a ? "asym" : "sym");
-                double adj = groups[g] == 32 ? 0.45 : groups[g] == 64 ? 0.30 : groups[g] == 128 ? 0.15 : 0.0;
-                x->q = widths[w] + adj + (a ? 0.25 : 0.0);
-            }
-    f[n++] = (fmt){"fp8_e4m3", 6.4, 1, 8, 0, 0};
-    f[n++] = (fmt){"mxfp4", 3.55, 2, 4, 32, 0};
-    f[n++] = (fmt){"nvfp4", 4.05, 3, 4, 16, 0};
-    f[n++] = (fmt){"f16", 13.0, 4, 16, 0, 0};
-    f[n++] = (fmt){"bf16", 10.0, 5, 16, 0, 0};
-    return n;
-}
-
-static double fmt_bytes(const fmt *f, double rows, double cols)
-{
-    double numel = rows * cols;
-    switch (f->kind) {
-    case 0: {
-        double arrays = f->asym ? 2.0 : 1.0;
-        double params = f->group ? numel / f->group * 2.0 : rows * 2.0;
-        return numel * f->bits / 8.0 + params * arrays;
-    }
-    case 1:
-        return numel + rows * 2.0;
-    case 2:
-        return numel / 2.0 + numel / 32.0;
-    case 3:
-        return numel / 2.0 + numel / 16.0 + 4.0;
-    default:
-        return 2.0 * numel;
-    }
-}
-
-static double fmt_latency(const fmt *f, double rows, double cols)
-{
-    double numel = rows * cols, over;
-    switch (f->kind) {
-    case 0:
-        over = (f->bits == 3 || f->bits == 5 || f->bits == 6 ? 0.20 : 0.08) +
-               (f->group == 32 ? 0.06 : f->group == 64 ? 0.03 : 0.0) + (f->asym ? 0.02 : 0.0);
-        break;
-    case 1:
-        over = 0.02;
-        break;
-    case 2:
-    case 3:
-        over = 0.05;
-        break;
-    default:
-        over = 0.0;
-    }
-    return round(fmt_bytes(f, rows, cols) * 1e-3 + numel * over * 1e-3);
-}
-
-static const struct {
-    const char *name;
-    double rows, cols, sens;
-} shapes[7] = {
-    {"q_proj", 4096, 4096, 1.0},     {"k_proj", 4096, 4096, 1.2},
-    {"v_proj", 4096, 4096, 2.5},     {"o_proj", 4096, 4096, 1.5},
-    {"gate_proj", 11008, 4096, 1.0}, {"up_proj", 11008, 4096, 1.0},
-    {"down_proj", 4096, 11008, 2.0},
-};
-
-/* Same construction and seed as bench_solve's make_problem. */
-static bp_problem *proxy_problem(size_t m, double bpw, double lat_slack, double *numel_out)
-{
-    fmt menu[MAX_FORMATS];
-    size_t nf = make_menu(menu);
-    bp_problem *p = bp_problem_new(m);
-    rng r = {20240611};
-    double numel_total = 0, lat_ref = 0;
-    bp_error err;
-    for (int l = 0; l < N_LAYERS; l++) {
-        double edge = (l < 2 || l >= N_LAYERS - 2) ? 4.0 : 1.0;
-        double s_layer = edge * exp(0.8 * (rng_unit(&r) - 0.5));
-        for (int t = 0; t < 7; t++) {
-            char name[64];
-            snprintf(name, sizeof name, "model.layers.%d.%s.weight", l, shapes[t].name);
-            if (bp_problem_add_item(p, name, &err))
-                die("add_item", &err);
-            double rows = shapes[t].rows, cols = shapes[t].cols, numel = rows * cols;
-            numel_total += numel;
-            double s = s_layer * shapes[t].sens * exp(0.3 * (rng_unit(&r) - 0.5));
-            for (size_t k = 0; k < nf; k++) {
-                double c[2] = {fmt_bytes(&menu[k], rows, cols), fmt_latency(&menu[k], rows, cols)};
-                double noise = 0.9 + 0.2 * rng_unit(&r);
-                double e = s * numel * exp2(-2.0 * menu[k].q) * noise * 1e-6;
-                if (bp_problem_add_choice(p, (int32_t)k, e, c, &err))
-                    die("add_choice", &err);
-                if (strcmp(menu[k].name, "int4_g128_sym") == 0)
-                    lat_ref += c[1];
-            }
-        }
-    }
-    bp_problem_set_constraint(p, 0, "bytes", floor(bpw * numel_total / 8.0), &err);
-    if (m > 1)
-        bp_problem_set_constraint(p, 1, "latency_ns", round(lat_ref * lat_slack), &err);
-    *numel_out = numel_total;
-    return p;
-}
 
 int main(int argc, char **argv)
 {
@@ -306,7 +164,7 @@ int main(int argc, char **argv)
         size_t gens = quick ? 20 : 200;
         static const double budgets[3] = {3.0, 3.5, 4.25};
         double numel;
-        bp_problem *p = proxy_problem(2, 4.25, 1.15, &numel);
+        bp_problem *p = bench_proxy_problem(2, 4.25, 1.15, &numel);
         double cap_bytes = p->capacity[0], cap_lat = p->capacity[1];
         bp_solution opt[3] = {{0}, {0}, {0}};
         double t_ilp = 0;
@@ -317,7 +175,7 @@ int main(int argc, char **argv)
             bp_ilp_options_default(&io);
             io.time_limit_s = 10;
             if (bp_solve_ilp(p, &io, &opt[b], &e))
-                die("ilp seed", &e);
+                bench_die("ilp seed", &e);
             t_ilp += opt[b].seconds;
         }
         p->capacity[0] = cap_bytes;
@@ -383,7 +241,7 @@ int main(int argc, char **argv)
                "ilp_s", "ilp_status", "ilp_gap", "time_ratio", "obj_ratio", "lag_bound/ilp_obj");
         for (int b = 0; b < (quick ? 1 : 3); b++) {
             double numel;
-            bp_problem *p = proxy_problem(2, budgets[b], lat_slack[b], &numel);
+            bp_problem *p = bench_proxy_problem(2, budgets[b], lat_slack[b], &numel);
             bp_lagrange_options lo;
             bp_lagrange_options_default(&lo);
             lo.threads = threads;

@@ -35,153 +35,7 @@
 #include "bitplan/progress.h"
 #include "bitplan/solve.h"
 
-#define N_LAYERS 32
-#define MAX_FORMATS 64
-
-typedef struct fmt {
-    char name[24];
-    double q;      /* "quality bits": error ~ 2^(-2q) */
-    int kind;      /* 0 int, 1 fp8, 2 mxfp4, 3 nvfp4, 4 f16, 5 bf16 */
-    int bits, group, asym;
-} fmt;
-
-static size_t make_menu(fmt *f)
-{
-    static const int widths[] = {2, 3, 4, 5, 6, 8};
-    static const int groups[] = {32, 64, 128, 0};
-    size_t n = 0;
-    for (size_t w = 0; w < 6; w++)
-        for (size_t g = 0; g < 4; g++)
-            for (int a = 0; a < 2; a++) {
-                fmt *x = &f[n++];
-                x->kind = 0;
-                x->bits = widths[w];
-                x->group = groups[g];
-                x->asym = a;
-                if (groups[g])
-                    snprintf(x->name, sizeof x->name, "int%d_g%d_%s", widths[w], groups[g],
-                             a ? "asym" : "sym");
-                else
-                    snprintf(x->name, sizeof x->name, "int%d_pc_%s", widths[w], a ? "asym" : "sym");
-                double adj = groups[g] == 32 ? 0.45 : groups[g] == 64 ? 0.30 : groups[g] == 128 ? 0.15 : 0.0;
-                x->q = widths[w] + adj + (a ? 0.25 : 0.0);
-            }
-    f[n++] = (fmt){"fp8_e4m3", 6.4, 1, 8, 0, 0};
-    f[n++] = (fmt){"mxfp4", 3.55, 2, 4, 32, 0};
-    f[n++] = (fmt){"nvfp4", 4.05, 3, 4, 16, 0};
-    f[n++] = (fmt){"f16", 13.0, 4, 16, 0, 0};
-    f[n++] = (fmt){"bf16", 10.0, 5, 16, 0, 0};
-    return n;
-}
-
-static double fmt_bytes(const fmt *f, double rows, double cols)
-{
-    double numel = rows * cols;
-    switch (f->kind) {
-    case 0: {
-        double arrays = f->asym ? 2.0 : 1.0;
-        double params = f->group ? numel / f->group * 2.0 : rows * 2.0;
-        return numel * f->bits / 8.0 + params * arrays;
-    }
-    case 1:
-        return numel + rows * 2.0;
-    case 2:
-        return numel / 2.0 + numel / 32.0;
-    case 3:
-        return numel / 2.0 + numel / 16.0 + 4.0;
-    default:
-        return 2.0 * numel;
-    }
-}
-
-/* Synthetic kernel time (ns): bytes moved at 1 TB/s plus a per-format
- * dequantization overhead per element. Rounded to whole ns. */
-static double fmt_latency(const fmt *f, double rows, double cols)
-{
-    double numel = rows * cols, over;
-    switch (f->kind) {
-    case 0:
-        over = (f->bits == 3 || f->bits == 5 || f->bits == 6 ? 0.20 : 0.08) +
-               (f->group == 32 ? 0.06 : f->group == 64 ? 0.03 : 0.0) + (f->asym ? 0.02 : 0.0);
-        break;
-    case 1:
-        over = 0.02;
-        break;
-    case 2:
-    case 3:
-        over = 0.05;
-        break;
-    default:
-        over = 0.0;
-    }
-    return round(fmt_bytes(f, rows, cols) * 1e-3 + numel * over * 1e-3);
-}
-
-typedef struct rng {
-    uint64_t s;
-} rng;
-
-static double rng_unit(rng *r)
-{
-    uint64_t z = (r->s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    z ^= z >> 31;
-    return (double)(z >> 11) * 0x1.0p-53;
-}
-
-static const struct {
-    const char *name;
-    double rows, cols, sens;
-} shapes[7] = {
-    {"q_proj", 4096, 4096, 1.0},     {"k_proj", 4096, 4096, 1.2},
-    {"v_proj", 4096, 4096, 2.5},     {"o_proj", 4096, 4096, 1.5},
-    {"gate_proj", 11008, 4096, 1.0}, {"up_proj", 11008, 4096, 1.0},
-    {"down_proj", 4096, 11008, 2.0},
-};
-
-/* m = 1: bytes only; m = 2: bytes and latency. */
-static bp_problem *make_problem(size_t m, double bpw, double lat_slack, double *numel_out)
-{
-    fmt menu[MAX_FORMATS];
-    size_t nf = make_menu(menu);
-    bp_problem *p = bp_problem_new(m);
-    rng r = {20240611};
-    double numel_total = 0, lat_ref = 0;
-    bp_error err;
-    for (int l = 0; l < N_LAYERS; l++) {
-        /* Ends of the network are more sensitive, as usually measured. */
-        double edge = (l < 2 || l >= N_LAYERS - 2) ? 4.0 : 1.0;
-        double s_layer = edge * exp(0.8 * (rng_unit(&r) - 0.5));
-        for (int t = 0; t < 7; t++) {
-            char name[64];
-            snprintf(name, sizeof name, "model.layers.%d.%s.weight", l, shapes[t].name);
-            if (bp_problem_add_item(p, name, &err)) {
-                fprintf(stderr, "%s\n", err.msg);
-                exit(1);
-            }
-            double rows = shapes[t].rows, cols = shapes[t].cols, numel = rows * cols;
-            numel_total += numel;
-            double s = s_layer * shapes[t].sens * exp(0.3 * (rng_unit(&r) - 0.5));
-            for (size_t k = 0; k < nf; k++) {
-                double c[2] = {fmt_bytes(&menu[k], rows, cols), fmt_latency(&menu[k], rows, cols)};
-                double noise = 0.9 + 0.2 * rng_unit(&r);
-                double e = s * numel * exp2(-2.0 * menu[k].q) * noise * 1e-6;
-                if (bp_problem_add_choice(p, (int32_t)k, e, c, &err)) {
-                    fprintf(stderr, "%s\n", err.msg);
-                    exit(1);
-                }
-                if (strcmp(menu[k].name, "int4_g128_sym") == 0)
-                    lat_ref += c[1];
-            }
-        }
-    }
-    bp_problem_set_constraint(p, 0, "bytes", floor(bpw * numel_total / 8.0), &err);
-    if (m > 1)
-        bp_problem_set_constraint(p, 1, "latency_ns", round(lat_ref * lat_slack), &err);
-    *numel_out = numel_total;
-    return p;
-}
+#include "bench_problem.h"
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -203,14 +57,14 @@ static double cbc_limit = 120; /* --cbc-limit: CBC's own time limit */
 
 /* The bytes-only problem with the h100 roofline decode latency (batch 1,
  * microseconds) of every (tensor, format) as a second cost. */
-static bp_problem *with_roofline(const bp_problem *p1, const fmt *menu, int64_t batch, bp_error *err)
+static bp_problem *with_roofline(const bp_problem *p1, const bench_fmt *menu, int64_t batch, bp_error *err)
 {
     bp_hw_profile *hw = NULL;
     if (bp_hw_profile_builtin("h100", &hw, err))
         return NULL;
     bp_problem *p = bp_problem_new(2);
     for (size_t i = 0; p && i < p1->n_items; i++) {
-        const double rows = shapes[i % 7].rows, cols = shapes[i % 7].cols;
+        const double rows = bench_shapes[i % 7].rows, cols = bench_shapes[i % 7].cols;
         if (bp_problem_add_item(p, p1->item_name[i], err))
             goto fail;
         for (size_t k = p1->item_start[i]; k < p1->item_start[i + 1]; k++) {
@@ -276,11 +130,11 @@ static void run_cbc(const bp_problem *p, const char *lp, double limit_s, cbc_res
 
 static int two_binding_section(int runs, double limit_s, int64_t batch)
 {
-    fmt menu[MAX_FORMATS];
-    make_menu(menu);
+    bench_fmt menu[BENCH_MAX_FORMATS];
+    bench_make_menu(menu);
     double numel;
     bp_error e;
-    bp_problem *p1 = make_problem(1, 3.5, 1.0, &numel);
+    bp_problem *p1 = bench_proxy_problem(1, 3.5, 1.0, &numel);
     bp_problem *p2 = with_roofline(p1, menu, batch, &e);
     bp_solution s1 = {0}, s2 = {0};
     int rc = 0;
@@ -390,9 +244,9 @@ int main(int argc, char **argv)
     static const double lat_slack[] = {1.0, 1.0, 1.15};
     int nb = quick ? 1 : 3;
     int rc_all = 0;
-    fmt menu[MAX_FORMATS];
-    size_t nf = make_menu(menu);
-    printf("bench_solve: %d tensors x %zu formats, median of %d run(s)\n", N_LAYERS * 7, nf, runs);
+    bench_fmt menu[BENCH_MAX_FORMATS];
+    size_t nf = bench_make_menu(menu);
+    printf("bench_solve: %d tensors x %zu formats, median of %d run(s)\n", BENCH_N_LAYERS * 7, nf, runs);
     if (only_2c)
         return two_binding_section(runs + 1, limit_2c, 1) | two_binding_section(runs + 1, limit_2c, 256);
     printf("%-4s %-6s %-9s %-10s %-10s %-22s %-10s %s\n", "m", "bpw", "ilp_s", "status", "gap",
@@ -400,7 +254,7 @@ int main(int argc, char **argv)
     for (size_t m = 1; m <= 2; m++) {
         for (int b = 0; b < nb; b++) {
             double numel;
-            bp_problem *p = make_problem(m, budgets[b], lat_slack[b], &numel);
+            bp_problem *p = bench_proxy_problem(m, budgets[b], lat_slack[b], &numel);
             double ti[64], td[64];
             bp_solution si = {0}, sd = {0};
             bp_error e;

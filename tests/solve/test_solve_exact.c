@@ -162,7 +162,7 @@ static void test_solve_huge_costs_match_dp(void **state)
     (void)state;
     static const int seeds[] = {1, 13, 15, 28, 34};
     for (size_t q = 0; q < sizeof seeds / sizeof *seeds; q++) {
-        rng r = {(uint64_t)seeds[q]};
+        trng r = {(uint64_t)seeds[q]};
         bp_problem *p = bp_problem_new(1);
         double lo = 0, hi = 0;
         for (int i = 0; i < 30; i++) {
@@ -171,8 +171,8 @@ static void test_solve_huge_costs_match_dp(void **state)
             bp_problem_add_item(p, nm, NULL);
             double cmin = INFINITY, cmax = 0;
             for (int b = 0; b < 6; b++) {
-                double c = floor(1e10 * (b + 1) + floor(rng_unit(&r) * 1e7));
-                double e = exp2(-2.0 * b) * (1 + rng_unit(&r));
+                double c = floor(1e10 * (b + 1) + floor(trng_unit(&r) * 1e7));
+                double e = exp2(-2.0 * b) * (1 + trng_unit(&r));
                 bp_problem_add_choice(p, b, e, &c, NULL);
                 cmin = fmin(cmin, c);
                 cmax = fmax(cmax, c);
@@ -180,7 +180,7 @@ static void test_solve_huge_costs_match_dp(void **state)
             lo += cmin;
             hi += cmax;
         }
-        bp_problem_set_constraint(p, 0, "bytes", floor(lo + (hi - lo) * rng_unit(&r)), NULL);
+        bp_problem_set_constraint(p, 0, "bytes", floor(lo + (hi - lo) * trng_unit(&r)), NULL);
         bp_solution a = {0}, b = {0};
         bp_error e;
         if (bp_solve_ilp(p, NULL, &a, &e))
