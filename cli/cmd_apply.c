@@ -38,7 +38,8 @@ static void apply_usage(FILE *out)
             "  --stats FILE         calibration statistics file\n"
             "  --ctx N              calibration sequence length (default 128)\n"
             "  --calib-seqs N       calibration sequences (default 64)\n"
-            "  --method rtn|gptq    quantize every planned tensor this way instead of the\n"
+            "  --method rtn|gptq|gptq_act\n"
+            "                       quantize every planned tensor this way instead of the\n"
             "                       plan's own method (the plan's predicted errors then no\n"
             "                       longer describe the output)\n"
             "  --no-model-hash      do not check the model's content hash\n"
@@ -81,7 +82,7 @@ int bp_cmd_apply(int argc, char **argv)
         case O_METHOD:
             method = bp_table_method_from_name(optarg);
             if (method < 0)
-                return bp_cli_usage_error("apply", "--method: '%s' is not rtn or gptq", optarg);
+                return bp_cli_usage_error("apply", "--method: '%s' is not rtn, gptq or gptq_act", optarg);
             break;
         case 'h': apply_usage(stdout); return BP_EXIT_OK;
         default: {

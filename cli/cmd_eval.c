@@ -33,7 +33,8 @@ static void eval_usage(FILE *out)
             "  --calib-text F, --calib-tokens F, --stats F, --calib-ctx N, --calib-seqs N\n"
             "                       calibration input of a plan with GPTQ tensors (as\n"
             "                       given to 'bitplan plan')\n"
-            "  --method rtn|gptq    quantize every planned tensor this way instead of the\n"
+            "  --method rtn|gptq|gptq_act\n"
+            "                       quantize every planned tensor this way instead of the\n"
             "                       plan's own method (GPTQ needs the calibration input)\n"
             "  --no-kl              with --plan: run only the quantized model (half the\n"
             "                       work); kl, nll_fp and delta_nll are not reported\n"
@@ -87,7 +88,7 @@ int bp_cmd_eval(int argc, char **argv)
         case O_METHOD:
             method = bp_table_method_from_name(optarg);
             if (method < 0)
-                return bp_cli_usage_error("eval", "--method: '%s' is not rtn or gptq", optarg);
+                return bp_cli_usage_error("eval", "--method: '%s' is not rtn, gptq or gptq_act", optarg);
             break;
         case 'h': eval_usage(stdout); return BP_EXIT_OK;
         default: {

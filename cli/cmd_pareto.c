@@ -33,7 +33,7 @@ typedef enum search_kind { SEARCH_AUTO = 0, SEARCH_EXACT, SEARCH_NSGA2 } search_
 typedef struct pareto_args {
     const char *table_path, *formats, *profile, *out_path, *png_path;
     int metric;         /* -1: the table's best */
-    int method;         /* -1: rtn, or gptq with metric gptq */
+    int method;         /* -1: rtn, or gptq with metric gptq; else bp_quant_method */
     search_kind search;
     long points, generations, population, seed;
     int quiet;
@@ -76,7 +76,8 @@ static void pareto_usage(FILE *out)
             "  --metric NAME        error metric: mse, hdiag, hfull, gptq, dkl (default: the\n"
             "                       table's most informative column: dkl, gptq, hfull,\n"
             "                       hdiag, then mse)\n"
-            "  --method rtn|gptq    weights the errors were measured on (default rtn;\n"
+            "  --method rtn|gptq|gptq_act\n"
+            "                       weights the errors were measured on (default rtn;\n"
             "                       gptq with --metric gptq)\n"
             "  --formats LIST       only these formats (comma-separated), default all\n"
             "  --profile NAME|FILE  hardware profile (h100, a100, rtx4090, cpu, or a JSON\n"
@@ -145,7 +146,7 @@ static int parse_args(int argc, char **argv, pareto_args *a)
         case O_METHOD:
             a->method = bp_table_method_from_name(optarg);
             if (a->method < 0)
-                return bp_cli_usage_error(CMD, "--method: '%s' is not rtn or gptq", optarg);
+                return bp_cli_usage_error(CMD, "--method: '%s' is not rtn, gptq or gptq_act", optarg);
             break;
         case O_FORMATS: a->formats = optarg; break;
         case O_PROFILE: a->profile = optarg; break;

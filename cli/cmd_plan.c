@@ -72,12 +72,15 @@ static void plan_usage(FILE *out)
             "                         mse    squared weight error (no data needed)\n"
             "                         hdiag  sum_j H_jj |dW[:,j]|^2 (imatrix or calibration)\n"
             "                         hfull  tr(dW H dW^T), the layer output error\n"
-            "                         gptq   hfull of GPTQ weights (implies --method gptq)\n"
+            "                         gptq   hfull of GPTQ weights (implies --method gptq\n"
+            "                                unless --method gptq_act)\n"
             "                         dkl    KL increase with only that tensor quantized,\n"
             "                                on held-out calibration windows\n"
             "                       default: hdiag with --imatrix or calibration, else mse\n"
-            "  --method rtn|gptq    weights the errors are measured on, and that 'apply'\n"
-            "                       will produce (default rtn)\n"
+            "  --method rtn|gptq|gptq_act\n"
+            "                       weights the errors are measured on, and that 'apply'\n"
+            "                       will produce (default rtn); gptq_act is GPTQ with\n"
+            "                       act-order and static groups (docs/gptq.md)\n"
             "calibration (for hdiag, hfull, gptq, dkl; docs/calibration.md):\n"
             "  --text FILE          byte-level text (token id = byte value)\n"
             "  --tokens FILE        token ids: little-endian uint32, or a JSON array (*.json)\n"
@@ -316,7 +319,7 @@ int bp_cmd_plan(int argc, char **argv)
         case O_METHOD: {
             int m = bp_table_method_from_name(optarg);
             if (m < 0)
-                return bp_cli_usage_error("plan", "--method: '%s' is not rtn or gptq", optarg);
+                return bp_cli_usage_error("plan", "--method: '%s' is not rtn, gptq or gptq_act", optarg);
             spec.method = (bp_quant_method)m;
             break;
         }

@@ -33,7 +33,7 @@ extern "C" {
 #endif
 
 /* Quantize one 2-D tensor. h: cols x cols input Hessian (required for
- * BP_METHOD_GPTQ, ignored for RTN). packed (optional) must hold exactly
+ * BP_METHOD_GPTQ and BP_METHOD_GPTQ_ACT, ignored for RTN). packed (optional) must hold exactly
  * bp_format_bytes(f, rows, cols) bytes (packed_len); deq (optional) receives
  * rows x cols dequantized floats. */
 int bp_apply_tensor(const bp_tensor_info *t, const bp_format *f,

@@ -55,7 +55,7 @@ int bp_evaluate_apply_plan_cached(bp_llama *llama, const bp_model *model, const 
  * planned tensor needs it (GPTQ). */
 int bp_evaluate_check_calib(const bp_plan *plan, const bp_calib *calib, bp_error *err);
 
-/* A copy of `in` whose every tensor uses method m (RTN or GPTQ) instead of
+/* A copy of `in` whose every tensor uses method m (RTN, GPTQ or GPTQ_ACT) instead of
  * the planned one, with predicted errors cleared (they described other
  * weights). For GPTQ the copy records calib's id, so apply/eval accept it.
  * Used by `apply --method` and `eval --method`. Caller owns *out. */

@@ -79,7 +79,8 @@ typedef struct bp_job_spec {
     int quiet;                 /* no progress on stderr */
     int skip_model_hash;       /* 1 = do not hash the model content (faster) */
     bp_quant_method method;    /* weights the errors are measured on: RTN
-                                  (default) or GPTQ; metric gptq implies GPTQ */
+                                  (default), GPTQ or GPTQ_ACT (act-order);
+                                  metric gptq implies GPTQ unless GPTQ_ACT */
     bp_calib_spec calib;       /* calibration input (hdiag/hfull/gptq/dkl) */
     /* Constraints besides `budget` (docs/job-spec.md, "Constraints"); all
      * given ones hold together in one solve. */

@@ -52,15 +52,30 @@ const char *bp_table_metric_name(bp_metric m);
 /* The metric named name (exact, lowercase), or -1 when unknown. */
 int bp_table_metric_from_name(const char *name);
 
+/* How the weights of a cell are quantized: round-to-nearest, GPTQ in
+ * natural column order, or GPTQ with act-order and static groups
+ * (docs/gptq.md section 3). */
 typedef enum bp_quant_method {
     BP_METHOD_RTN = 0,
-    BP_METHOD_GPTQ = 1
+    BP_METHOD_GPTQ = 1,
+    BP_METHOD_GPTQ_ACT = 2
 } bp_quant_method;
 
-/* "rtn" or "gptq"; NULL when out of range. */
+#define BP_METHOD_COUNT 3
+
+/* "rtn", "gptq" or "gptq_act"; NULL when out of range. */
 const char *bp_table_method_name(bp_quant_method m);
-/* BP_METHOD_* for "rtn"/"gptq", or -1. */
+/* BP_METHOD_* for "rtn"/"gptq"/"gptq_act", or -1. */
 int bp_table_method_from_name(const char *name);
+
+/* 1 for the methods that run GPTQ (and so need the input Hessian): GPTQ and
+ * GPTQ_ACT; 0 otherwise. */
+int bp_method_is_gptq(bp_quant_method m);
+
+/* The bp_gptq_factor_new_ex flags a GPTQ method builds its factor with:
+ * 1u (= BP_GPTQ_ACT_ORDER of bitplan/gptq.h; a literal here so this header
+ * does not depend on gptq.h) for GPTQ_ACT, 0 otherwise. */
+unsigned bp_method_gptq_flags(bp_quant_method m);
 
 /* One cell. For bp_table_add_row the strings are copied; from
  * bp_table_get_row they point into the table's pool. */

@@ -17,6 +17,9 @@
 #include "bitplan/progress.h"
 #include "job_internal.h"
 
+/* table.h spells the act-order flag as a literal to stay free of gptq.h. */
+_Static_assert(BP_GPTQ_ACT_ORDER == 1u, "bp_method_gptq_flags returns BP_GPTQ_ACT_ORDER as 1u");
+
 int bp_apply_tensor(const bp_tensor_info *t, const bp_format *f,
                     bp_quant_method method, const double *h, uint8_t *packed,
                     size_t packed_len, float *deq, bp_error *err)
@@ -31,7 +34,9 @@ int bp_apply_tensor(const bp_tensor_info *t, const bp_format *f,
     if (packed && packed_len != need)
         return bp_error_set(err, BP_EINVAL, "tensor '%s': packed buffer is %zu bytes, %s needs %llu",
                             t->name, packed_len, f->name, (unsigned long long)need);
-    if (method == BP_METHOD_GPTQ && !h)
+    if (!bp_table_method_name(method))
+        return bp_error_set(err, BP_EINVAL, "tensor '%s': unknown method %d", t->name, (int)method);
+    if (bp_method_is_gptq(method) && !h)
         return bp_error_set(err, BP_EINVAL, "tensor '%s': GPTQ needs the input Hessian", t->name);
 
     int rc = BP_OK;
@@ -47,9 +52,9 @@ int bp_apply_tensor(const bp_tensor_info *t, const bp_format *f,
     if ((rc = bp_tensor_rows_f32(t, 0, rows, w, err)) != BP_OK)
         goto out;
     float tparam = 0.0f;
-    if (method == BP_METHOD_GPTQ) {
-        rc = bp_gptq_quantize(f, w, rows, cols, h, cols, cols, BP_GPTQ_DAMP_DEFAULT, codes, params,
-                              &tparam, NULL, err);
+    if (bp_method_is_gptq(method)) {
+        rc = bp_gptq_quantize_ex(f, w, rows, cols, h, cols, cols, BP_GPTQ_DAMP_DEFAULT,
+                                 bp_method_gptq_flags(method), codes, params, &tparam, NULL, err);
     } else {
         tparam = bp_format_tensor_param(f, bp__absmax(w, n));
         rc = bp_format_quantize_rows(f, w, rows, cols, tparam, codes, params, err);
@@ -179,8 +184,9 @@ static int apply_each_block(const bp_tensor_info *t, float *w, bp_block_axis axi
         rc = bp_error_set(err, BP_ENOMEM, "tensor '%s': out of memory", t->name);
         goto out;
     }
-    if (method == BP_METHOD_GPTQ &&
-        (rc = bp_gptq_factor_new(h, cols, cols, BP_GPTQ_DAMP_DEFAULT, &fac, err)) != BP_OK) {
+    if (bp_method_is_gptq(method) &&
+        (rc = bp_gptq_factor_new_ex(h, cols, cols, BP_GPTQ_DAMP_DEFAULT, bp_method_gptq_flags(method), &fac,
+                                    err)) != BP_OK) {
         bp_error_prefix(err, "tensor '%s'", t->name);
         goto out;
     }
@@ -188,7 +194,7 @@ static int apply_each_block(const bp_tensor_info *t, float *w, bp_block_axis axi
         const bp_format *f = &per[b];
         float tp = bp_format_tensor_param(f, amax);
         block_copy(w, cols, axis, size, b, br, bc, wb, sizeof *wb, 0);
-        rc = method == BP_METHOD_GPTQ
+        rc = bp_method_is_gptq(method)
                  ? bp_gptq_quantize_rows(f, fac, wb, br, bc, tp, codes, params, NULL, err)
                  : bp_format_quantize_rows(f, wb, br, bc, tp, codes, params, err);
         uint64_t len = bp_format_bytes(f, br, bc);
@@ -222,8 +228,13 @@ int bp_apply_tensor_blocks(const bp_tensor_info *t, const bp_plan_blocks *b,
         return bp_error_set(err, BP_EINVAL, "apply: NULL tensor or block map");
     if (t->ndim != 2)
         return bp_error_set(err, BP_EINVAL, "tensor '%s': only 2-D tensors are quantized", t->name);
-    if (method != BP_METHOD_RTN && method != BP_METHOD_GPTQ)
+    if (!bp_table_method_name(method))
         return bp_error_set(err, BP_EINVAL, "tensor '%s': unknown method %d", t->name, (int)method);
+    if (method == BP_METHOD_GPTQ_ACT && b->axis == BP_BLOCK_AXIS_COLS)
+        return bp_error_set(err, BP_EINVAL,
+                            "tensor '%s': method gptq_act cannot quantize cols-axis blocks (one GPTQ pass "
+                            "crosses them in natural column order); use method gptq or block axis rows",
+                            t->name);
     int64_t rows = bp_tensor_rows(t), cols = bp_tensor_cols(t);
     uint64_t need = 0;
     int rc = bp_plan_blocks_validate(b, rows, cols, &need, NULL, err);
@@ -232,7 +243,7 @@ int bp_apply_tensor_blocks(const bp_tensor_info *t, const bp_plan_blocks *b,
     if (packed && packed_len != need)
         return bp_error_set(err, BP_EINVAL, "tensor '%s': packed buffer is %zu bytes, its blocks need %llu",
                             t->name, packed_len, (unsigned long long)need);
-    if (method == BP_METHOD_GPTQ && !h)
+    if (bp_method_is_gptq(method) && !h)
         return bp_error_set(err, BP_EINVAL, "tensor '%s': GPTQ needs the input Hessian", t->name);
     int64_t nb = (b->axis == BP_BLOCK_AXIS_ROWS ? rows : cols) / b->size;
     size_t n = (size_t)rows * (size_t)cols;
@@ -337,6 +348,22 @@ static json_t *blocks_json(const bp_plan_blocks *b)
     return o;
 }
 
+/* Refuse a plan that asks for act-order GPTQ on cols-axis blocks before
+ * anything is written (bp_apply_tensor_blocks would stop mid-model). */
+static int check_plan_methods(const bp_plan *plan, bp_error *err)
+{
+    for (size_t i = 0; i < bp_plan_tensor_count(plan); i++) {
+        bp_plan_tensor pt;
+        bp_plan_tensor_get(plan, i, &pt);
+        if (pt.method == BP_METHOD_GPTQ_ACT && pt.blocks && pt.blocks->axis == BP_BLOCK_AXIS_COLS)
+            return bp_error_set(err, BP_EINVAL,
+                                "plan tensor '%s': method gptq_act cannot quantize cols-axis blocks; use "
+                                "method gptq or block axis rows",
+                                pt.name);
+    }
+    return BP_OK;
+}
+
 int bp_apply_model(const bp_plan *plan, const bp_model *model,
                    const char *out_dir, const bp_apply_options *opt,
                    bp_error *err)
@@ -389,7 +416,8 @@ int bp_apply_model(const bp_plan *plan, const bp_model *model,
         plan_index[mi] = (long)i;
     }
 
-    if ((rc = bp_evaluate_check_calib(plan, opt->calib, err)) != BP_OK)
+    if ((rc = check_plan_methods(plan, err)) != BP_OK ||
+        (rc = bp_evaluate_check_calib(plan, opt->calib, err)) != BP_OK)
         goto out;
     if ((rc = make_dir(out_dir, err)) != BP_OK)
         goto out;
@@ -459,7 +487,7 @@ int bp_apply_model(const bp_plan *plan, const bp_model *model,
             bp_plan_tensor pt;
             bp_plan_tensor_get(plan, (size_t)plan_index[i], &pt);
             double *h = NULL;
-            if (pt.method == BP_METHOD_GPTQ &&
+            if (bp_method_is_gptq(pt.method) &&
                 (rc = bp_calib_hessian_full(opt->calib, opt->cfg, pt.name, pt.cols, &h, err)) != BP_OK)
                 goto out;
             if (opt->dequantized) {

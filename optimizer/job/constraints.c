@@ -139,6 +139,16 @@ int bp_job_spec_check(const bp_job_spec *s, bp_error *err)
         return bp_error_set(err, BP_EINVAL, "--granularity block needs --block-size N");
     if (s->granularity == BP_JOB_GRANULARITY_TENSOR && (s->block_size || s->block_axis))
         return bp_error_set(err, BP_EINVAL, "--block-size and --block-axis need --granularity block");
+    if (!bp_table_method_name(s->method))
+        return bp_error_set(err, BP_EINVAL, "--method must be rtn, gptq or gptq_act");
+    /* Apply quantizes cols-axis blocks in one natural-order GPTQ pass across
+     * them; act-order has no such form. */
+    if (s->method == BP_METHOD_GPTQ_ACT && s->granularity == BP_JOB_GRANULARITY_BLOCK &&
+        s->block_axis == BP_BLOCK_AXIS_COLS)
+        return bp_error_set(err, BP_EINVAL,
+                            "--method gptq_act cannot be combined with --granularity block --block-axis cols "
+                            "(cols-axis blocks are quantized in natural column order): use --method gptq or "
+                            "--block-axis rows");
     if (s->evo_generations < -1 || s->evo_generations > 100000)
         return bp_error_set(err, BP_EINVAL, "--evo-generations must be in 0..100000");
     if (s->evo_lambda < 0 || s->evo_lambda > 4096 || s->evo_promote < 0 || s->evo_promote > 4096)

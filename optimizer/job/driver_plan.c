@@ -724,13 +724,14 @@ static int driver_create(const char *json, size_t len, void **state, bp_error *e
     }
     int have_calib = bp_calib_spec_given(&s->calib);
     d->metric = s->metric >= 0 ? s->metric : (s->imatrix_path || have_calib ? BP_METRIC_HDIAG : BP_METRIC_MSE);
-    d->method = d->metric == BP_METRIC_GPTQ ? BP_METHOD_GPTQ : s->method;
+    /* Metric gptq needs GPTQ weights: natural order unless act-order was asked for. */
+    d->method = d->metric == BP_METRIC_GPTQ && !bp_method_is_gptq(s->method) ? BP_METHOD_GPTQ : s->method;
     d->reuse_table = s->table_path && bp__file_exists(s->table_path) && !s->resweep;
     if (!d->reuse_table) {
         const char *need = NULL;
         if (d->metric == BP_METRIC_HDIAG && !s->imatrix_path && !have_calib)
             need = "importance weights (imatrix) or calibration data";
-        else if ((d->metric == BP_METRIC_HFULL || d->metric == BP_METRIC_GPTQ || d->method == BP_METHOD_GPTQ) &&
+        else if ((d->metric == BP_METRIC_HFULL || d->metric == BP_METRIC_GPTQ || bp_method_is_gptq(d->method)) &&
                  !have_calib)
             need = "calibration data";
         else if (d->metric == BP_METRIC_DKL && !s->calib.text_path && !s->calib.tokens_path)
@@ -815,7 +816,7 @@ static int driver_create(const char *json, size_t len, void **state, bp_error *e
             goto fail;
     }
     if (d->reuse_table) {
-        if (bp__job_wants_real_loss(s) && d->method == BP_METHOD_GPTQ && !bp__file_exists(d->stats_path)) {
+        if (bp__job_wants_real_loss(s) && bp_method_is_gptq(d->method) && !bp__file_exists(d->stats_path)) {
             rc = bp_error_set(err, BP_EINVAL,
                               "the real-loss search measures GPTQ plans with the Hessians, and %s does not exist: "
                               "give --stats FILE, or --search ilp to re-solve the table alone",

@@ -14,7 +14,7 @@ int bp_evaluate_check_calib(const bp_plan *plan, const bp_calib *calib, bp_error
     for (size_t i = 0; i < bp_plan_tensor_count(plan); i++) {
         bp_plan_tensor pt;
         bp_plan_tensor_get(plan, i, &pt);
-        if (pt.method == BP_METHOD_GPTQ)
+        if (bp_method_is_gptq(pt.method))
             needs = 1;
     }
     if (!needs)
@@ -91,7 +91,7 @@ static char *deq_key(const bp_plan_tensor *pt, const char *calib_id)
     if (!k)
         return NULL;
     int n = snprintf(k, cap, "%s|%s|%d|%s", pt->name, pt->format, (int)pt->method,
-                     pt->method == BP_METHOD_GPTQ && calib_id ? calib_id : "");
+                     bp_method_is_gptq(pt->method) && calib_id ? calib_id : "");
     if (pt->blocks) {
         const bp_plan_blocks *b = pt->blocks;
         n += snprintf(k + n, cap - (size_t)n, "|%d:%lld:", (int)b->axis, (long long)b->size);
@@ -173,7 +173,7 @@ int bp_evaluate_apply_plan_cached(bp_llama *llama, const bp_model *model, const 
             cache->misses++;
         }
         double *h = NULL;
-        if (pt.method == BP_METHOD_GPTQ &&
+        if (bp_method_is_gptq(pt.method) &&
             (rc = bp_calib_hessian_full(calib, cfg, pt.name, pt.cols, &h, err)) != BP_OK) {
             free(key);
             return rc;
@@ -214,7 +214,9 @@ int bp_plan_override_method(const bp_plan *in, bp_quant_method m, const bp_calib
                             bp_plan **out, bp_error *err)
 {
     *out = NULL;
-    if (m == BP_METHOD_GPTQ && !calib)
+    if (!bp_table_method_name(m))
+        return bp_error_set(err, BP_EINVAL, "unknown method %d", (int)m);
+    if (bp_method_is_gptq(m) && !calib)
         return bp_error_set(err, BP_EINVAL, "GPTQ weights need calibration input (--text/--tokens/--stats)");
     bp_plan_info info;
     bp_plan_get_info(in, &info);
@@ -224,8 +226,8 @@ int bp_plan_override_method(const bp_plan *in, bp_quant_method m, const bp_calib
     int rc;
     if ((rc = bp_plan_set_tool(p, info.tool_name, info.tool_version, err)) ||
         (rc = bp_plan_set_model(p, info.model_path, info.model_hash, err)) ||
-        (rc = bp_plan_set_calibration(p, m == BP_METHOD_GPTQ ? bp_calib_id(calib) : info.calibration_hash,
-                                      m == BP_METHOD_GPTQ ? bp_calib_source(calib) : info.calibration_source,
+        (rc = bp_plan_set_calibration(p, bp_method_is_gptq(m) ? bp_calib_id(calib) : info.calibration_hash,
+                                      bp_method_is_gptq(m) ? bp_calib_source(calib) : info.calibration_source,
                                       err)) ||
         (info.metric >= 0 && (rc = bp_plan_set_metric(p, (bp_metric)info.metric, err))) ||
         (rc = bp_plan_set_budget(p, info.budget_given, info.asked_bits, info.asked_bytes, err)) ||

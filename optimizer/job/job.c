@@ -82,7 +82,7 @@ static int measure_all(const bp_model *model, const bp_selection *sel, const bp_
     if (env->calib && bp_hessian_get_mode(bp_calib_hessian(env->calib)) == BP_HESSIAN_FULL) {
         if ((rc = bp_table_declare_metric(t, BP_METRIC_HFULL, err)) != BP_OK)
             goto out;
-        if (env->method == BP_METHOD_GPTQ && (rc = bp_table_declare_metric(t, BP_METRIC_GPTQ, err)) != BP_OK)
+        if (bp_method_is_gptq(env->method) && (rc = bp_table_declare_metric(t, BP_METRIC_GPTQ, err)) != BP_OK)
             goto out;
     }
     if (env->want_dkl && (rc = bp_table_declare_metric(t, BP_METRIC_DKL, err)) != BP_OK)
@@ -303,7 +303,9 @@ int bp_job_run(const bp_job_spec *spec, bp_plan **out, bp_error *err)
     int have_calib = bp_calib_spec_given(&spec->calib);
     int metric = spec->metric >= 0 ? spec->metric
                  : (imatrix || have_calib ? BP_METRIC_HDIAG : BP_METRIC_MSE);
-    bp_quant_method method = metric == BP_METRIC_GPTQ ? BP_METHOD_GPTQ : spec->method;
+    /* Metric gptq needs GPTQ weights: natural order unless act-order was asked for. */
+    bp_quant_method method =
+        metric == BP_METRIC_GPTQ && !bp_method_is_gptq(spec->method) ? BP_METHOD_GPTQ : spec->method;
     if (!reuse) {
         const char *need = NULL;
         if (metric == BP_METRIC_HDIAG && !imatrix && !have_calib)
@@ -312,7 +314,7 @@ int bp_job_run(const bp_job_spec *spec, bp_plan **out, bp_error *err)
             need = "calibration data (--text, --tokens or --stats)";
         else if (metric == BP_METRIC_DKL && !spec->calib.text_path && !spec->calib.tokens_path)
             need = "calibration tokens (--text or --tokens)";
-        else if (method == BP_METHOD_GPTQ && !have_calib)
+        else if (bp_method_is_gptq(method) && !have_calib)
             need = "calibration data for GPTQ (--text, --tokens or --stats)";
         if (need) {
             rc = bp_error_set(err, BP_EINVAL, "metric '%s' with %s weights needs %s",

@@ -337,7 +337,7 @@ int bp_job_spec_parse(const char *json, size_t len, const char *source, bp_job_s
     if (method) {
         int m = bp_table_method_from_name(method);
         if (m < 0) {
-            rc = fail(err, src, "unknown \"method\" \"%s\" (rtn, gptq)%s", method, NULL);
+            rc = fail(err, src, "unknown \"method\" \"%s\" (rtn, gptq, gptq_act)%s", method, NULL);
             goto fail;
         }
         s->method = (bp_quant_method)m;

@@ -210,11 +210,11 @@ int bp__job_measure_rows(const bp_tensor_info *ti, const bp_selected_tensor *st,
     bp_sweep_result sw;
     bp_sweep_result_init(&sw);
     const float *colw = NULL;
-    int need_deq = env->method == BP_METHOD_GPTQ || env->want_dkl || env->calib;
+    int need_deq = bp_method_is_gptq(env->method) || env->want_dkl || env->calib;
 
     if ((rc = load_weights_of_error(st, env, &colw_buf, &colw, &h, err)) != BP_OK)
         goto out;
-    if (env->method == BP_METHOD_GPTQ && !h) {
+    if (bp_method_is_gptq(env->method) && !h) {
         rc = bp_error_set(err, BP_EINVAL, "tensor '%s': GPTQ needs full input Hessians (calibration data)",
                           st->name);
         goto out;
@@ -224,7 +224,7 @@ int bp__job_measure_rows(const bp_tensor_info *ti, const bp_selected_tensor *st,
         metrics |= 1u << BP_METRIC_HDIAG;
     if (h && need_deq)
         metrics |= 1u << BP_METRIC_HFULL;
-    if (h && env->method == BP_METHOD_GPTQ)
+    if (h && bp_method_is_gptq(env->method))
         metrics |= 1u << BP_METRIC_GPTQ;
     if (env->want_dkl)
         metrics |= 1u << BP_METRIC_DKL;
@@ -268,8 +268,9 @@ int bp__job_measure_rows(const bp_tensor_info *ti, const bp_selected_tensor *st,
         }
     }
 
-    if (env->method == BP_METHOD_GPTQ &&
-        (rc = bp_gptq_factor_new(h, cols, cols, BP_GPTQ_DAMP_DEFAULT, &fac, err)) != BP_OK) {
+    if (bp_method_is_gptq(env->method) &&
+        (rc = bp_gptq_factor_new_ex(h, cols, cols, BP_GPTQ_DAMP_DEFAULT, bp_method_gptq_flags(env->method), &fac,
+                                    err)) != BP_OK) {
         bp_error_prefix(err, "tensor '%s'", st->name);
         goto out;
     }
@@ -277,7 +278,7 @@ int bp__job_measure_rows(const bp_tensor_info *ti, const bp_selected_tensor *st,
     for (size_t k = 0; k < st->n_formats && need_deq; k++) {
         const bp_format *f = &st->formats[k];
         float tparam = bp_format_tensor_param(f, absmax > 0.0f ? absmax : 0.0f);
-        if (env->method == BP_METHOD_GPTQ) {
+        if (bp_method_is_gptq(env->method)) {
             int64_t groups = bp_format_groups_per_row(f, cols);
             codes = realloc(codes, n * sizeof *codes);
             params = realloc(params, (size_t)nrows * (size_t)groups * sizeof *params);

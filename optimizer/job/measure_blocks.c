@@ -218,7 +218,7 @@ static int quantize_cell(const bp_format *f, bp_quant_method method, const bp_gp
                          const float *wb, int64_t br, int64_t bc, float tp, cell_scratch *s,
                          bp_error *err)
 {
-    if (method == BP_METHOD_GPTQ)
+    if (bp_method_is_gptq(method))
         return bp_gptq_quantize_rows(f, fac, wb, br, bc, tp, s->codes, s->params, s->qb, err);
     return bp_format_rtn_error_rows(f, wb, br, bc, tp, NULL, s->sse, NULL, s->qb, err);
 }
@@ -232,9 +232,14 @@ static int check_measure_args(const bp_tensor_info *t, bp_block_axis axis, int64
         return bp_error_set(err, BP_EINVAL, "blocks: NULL tensor, output or no formats");
     if (t->ndim != 2)
         return bp_error_set(err, BP_EINVAL, "tensor '%s': only 2-D tensors have blocks", t->name);
-    if (method != BP_METHOD_RTN && method != BP_METHOD_GPTQ)
+    if (!bp_table_method_name(method))
         return bp_error_set(err, BP_EINVAL, "tensor '%s': unknown method %d", t->name, (int)method);
-    if (method == BP_METHOD_GPTQ && !h)
+    if (method == BP_METHOD_GPTQ_ACT && axis == BP_BLOCK_AXIS_COLS)
+        return bp_error_set(err, BP_EINVAL,
+                            "tensor '%s': method gptq_act cannot quantize cols-axis blocks (apply runs one "
+                            "natural-order GPTQ pass across them); use method gptq or block axis rows",
+                            t->name);
+    if (bp_method_is_gptq(method) && !h)
         return bp_error_set(err, BP_EINVAL, "tensor '%s': GPTQ needs the input Hessian", t->name);
     int rc = check_cut(axis, size, t->shape[0], t->shape[1], err);
     if (rc == BP_OK)
@@ -285,8 +290,9 @@ int bp_measure_blocks(const bp_tensor_info *t, bp_block_axis axis, int64_t size,
     /* One nvfp4 tensor scale for every block (blocks.h). */
     float amax = bp__absmax(w, n);
     /* Row blocks share the tensor's factor; column blocks get their own. */
-    if (method == BP_METHOD_GPTQ && !col &&
-        (rc = bp_gptq_factor_new(h, cols, cols, BP_GPTQ_DAMP_DEFAULT, &fac, err)) != BP_OK) {
+    if (bp_method_is_gptq(method) && !col &&
+        (rc = bp_gptq_factor_new_ex(h, cols, cols, BP_GPTQ_DAMP_DEFAULT, bp_method_gptq_flags(method), &fac,
+                                    err)) != BP_OK) {
         bp_error_prefix(err, "tensor '%s'", t->name);
         goto out;
     }
@@ -294,7 +300,7 @@ int bp_measure_blocks(const bp_tensor_info *t, bp_block_axis axis, int64_t size,
         const float *wb = block_of(w, rows, cols, axis, size, b, s.wbuf);
         const float *colw = importance ? importance + (col ? b * size : 0) : NULL;
         const double *hb = hessian_of(h, cols, axis, size, b, s.hbuf);
-        if (method == BP_METHOD_GPTQ && col) {
+        if (bp_method_is_gptq(method) && col) {
             bp_gptq_factor_destroy(&fac);
             if ((rc = bp_gptq_factor_new(hb, size, size, BP_GPTQ_DAMP_DEFAULT, &fac, err)) != BP_OK) {
                 bp_error_prefix(err, "tensor '%s', block %lld", t->name, (long long)b);
@@ -316,7 +322,7 @@ int bp_measure_blocks(const bp_tensor_info *t, bp_block_axis axis, int64_t size,
                                 f->name);
                 goto out;
             }
-            if (method == BP_METHOD_GPTQ)
+            if (bp_method_is_gptq(method))
                 m->gptq[c] = m->hfull[c];
         }
     }

@@ -6,7 +6,7 @@
  *   model       str, required     model directory
  *   tensor      str, required     a 2-D tensor of the model
  *   formats     [str], 1..256     canonical format names
- *   method      "rtn" | "gptq"
+ *   method      "rtn" | "gptq" | "gptq_act" (gptq_act: rows axis only)
  *   axis        "rows" | "cols"
  *   size        int >= 1          rows or columns per block; divides the axis
  *   stats       str, optional     Hessian stats: importance (hdiag), H
@@ -144,8 +144,13 @@ static int task_measure_blocks(bp_task_ctx *ctx, bp_error *err)
         (rc = read_formats(p, &formats, &nf, err)))
         goto out;
     int method = bp_table_method_from_name(method_s);
-    if (method < 0 || (strcmp(axis_s, "rows") && strcmp(axis_s, "cols")) || size < 1 || size > (1L << 30)) {
-        rc = bp_error_set(err, BP_EINVAL, "measure_blocks task: bad method, axis or size");
+    if (method < 0) {
+        rc = bp_error_set(err, BP_EINVAL, "measure_blocks task: unknown method '%s' (rtn, gptq or gptq_act)",
+                          method_s);
+        goto out;
+    }
+    if ((strcmp(axis_s, "rows") && strcmp(axis_s, "cols")) || size < 1 || size > (1L << 30)) {
+        rc = bp_error_set(err, BP_EINVAL, "measure_blocks task: bad axis or size");
         goto out;
     }
     bp_block_axis axis = axis_s[0] == 'r' ? BP_BLOCK_AXIS_ROWS : BP_BLOCK_AXIS_COLS;
@@ -195,7 +200,7 @@ static int task_measure_blocks(bp_task_ctx *ctx, bp_error *err)
             goto out;
         }
     }
-    if (method == BP_METHOD_GPTQ && !h) {
+    if (bp_method_is_gptq((bp_quant_method)method) && !h) {
         rc = bp_error_set(err, BP_EINVAL, "measure_blocks task: GPTQ needs full Hessians (\"stats\")");
         goto out;
     }

@@ -379,7 +379,7 @@ static int check_plan(const bp_plan *plan, const eval_params *p, int *needs_cali
         if (t->ndim != 2 || t->shape[0] != pt.rows || t->shape[1] != pt.cols)
             return bp_error_set(err, BP_EMISMATCH, "evaluate task: plan tensor '%s' is %lldx%lld, the model's is not",
                                 pt.name, (long long)pt.rows, (long long)pt.cols);
-        if (pt.method == BP_METHOD_GPTQ)
+        if (bp_method_is_gptq(pt.method))
             *needs_calib = 1;
     }
     return BP_OK;

@@ -262,7 +262,7 @@ static int task_measure(bp_task_ctx *ctx, bp_error *err)
         goto out;
     int method = bp_table_method_from_name(method_s);
     if (method < 0) {
-        rc = bp_error_set(err, BP_EINVAL, "task params: unknown method '%s'", method_s);
+        rc = bp_error_set(err, BP_EINVAL, "task params: unknown method '%s' (rtn, gptq or gptq_act)", method_s);
         goto out;
     }
     const msgpack_object *fmts = NULL;
@@ -369,7 +369,7 @@ static int task_measure(bp_task_ctx *ctx, bp_error *err)
         env.llama = llama;
         env.calib = g_calib.calib;
         env.ref = g_calib.ref;
-    } else if (want_dkl || method == BP_METHOD_GPTQ) {
+    } else if (want_dkl || bp_method_is_gptq((bp_quant_method)method)) {
         rc = bp_error_set(err, BP_EINVAL, "task params: this measurement needs \"stats\"");
         goto out;
     }

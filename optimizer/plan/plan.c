@@ -340,7 +340,7 @@ static int add_tensor_ctx(bp_plan *p, const bp_plan_tensor *t, const char *ctx,
     if (!t->dtype || !*t->dtype || !valid_text(t->dtype))
         return bp_error_set(err, BP_EINVAL, "%sdtype: must be a non-empty string", ctx);
     if (!bp_table_method_name(t->method))
-        return bp_error_set(err, BP_EINVAL, "%smethod: must be \"rtn\" or \"gptq\"", ctx);
+        return bp_error_set(err, BP_EINVAL, "%smethod: must be \"rtn\", \"gptq\" or \"gptq_act\"", ctx);
     if (!isnan(t->predicted_error) && !(isfinite(t->predicted_error) &&
                                         t->predicted_error >= 0))
         return bp_error_set(err, BP_EINVAL,
@@ -1195,7 +1195,7 @@ static int read_tensor(const rd *r, bp_plan *p, json_t *e, size_t i)
     char fp[128];
     if (m < 0) {
         snprintf(fp, sizeof fp, "%s.method", path);
-        return fail(r, fp, "must be \"rtn\" or \"gptq\" (got \"%s\")", method);
+        return fail(r, fp, "must be \"rtn\", \"gptq\" or \"gptq_act\" (got \"%s\")", method);
     }
     t.method = (bp_quant_method)m;
     json_t *shape = json_object_get(e, "shape");
@@ -1608,8 +1608,9 @@ void bp_plan_print_summary(const bp_plan *p, FILE *fp)
             snprintf(errs, sizeof errs, "-");
         else
             snprintf(errs, sizeof errs, "%.6g", t->predicted_error);
-        fprintf(fp, "%-*s  %-13s %-16s %7.4f %14" PRIu64 "  %s%s%s\n", w, t->name, shape,
-                t->format, t->bpw, t->bytes, errs, t->method == BP_METHOD_GPTQ ? "  gptq" : "",
+        fprintf(fp, "%-*s  %-13s %-16s %7.4f %14" PRIu64 "  %s%s%s%s\n", w, t->name, shape,
+                t->format, t->bpw, t->bytes, errs, t->method == BP_METHOD_RTN ? "" : "  ",
+                t->method == BP_METHOD_RTN ? "" : bp_table_method_name(t->method),
                 t->blocks ? "  (blocks)" : "");
     }
     bp_plan_info in;

@@ -41,6 +41,8 @@ const char *bp_table_method_name(bp_quant_method m)
         return "rtn";
     case BP_METHOD_GPTQ:
         return "gptq";
+    case BP_METHOD_GPTQ_ACT:
+        return "gptq_act";
     }
     return NULL;
 }
@@ -53,7 +55,19 @@ int bp_table_method_from_name(const char *name)
         return BP_METHOD_RTN;
     if (strcmp(name, "gptq") == 0)
         return BP_METHOD_GPTQ;
+    if (strcmp(name, "gptq_act") == 0)
+        return BP_METHOD_GPTQ_ACT;
     return -1;
+}
+
+int bp_method_is_gptq(bp_quant_method m)
+{
+    return m == BP_METHOD_GPTQ || m == BP_METHOD_GPTQ_ACT;
+}
+
+unsigned bp_method_gptq_flags(bp_quant_method m)
+{
+    return m == BP_METHOD_GPTQ_ACT ? 1u : 0u;
 }
 
 /* ---- interned string pool ---------------------------------------------- */
@@ -1051,7 +1065,7 @@ int bp_table_read(const char *path, bp_table **out, bp_error *err)
                 if (*v) {
                     int m = bp_table_method_from_name(v);
                     if (m < 0)
-                        rc = col_error(&rd, cn, "unknown method \"%s\" (rtn or gptq)", v);
+                        rc = col_error(&rd, cn, "unknown method \"%s\" (rtn, gptq or gptq_act)", v);
                     else
                         row.method = (bp_quant_method)m;
                 }

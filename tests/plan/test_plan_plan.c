@@ -248,7 +248,7 @@ static const char *const bad_msgs[] = {
     "plan.json: solver: missing",
     "solver.status: must be \"optimal\" or \"feasible\" (got \"infeasible\")",
     "plan.json: metric: unknown metric \"latency_us\"",
-    "plan.json: tensors[2].method: must be \"rtn\" or \"gptq\" (got \"awq\")",
+    "plan.json: tensors[2].method: must be \"rtn\", \"gptq\" or \"gptq_act\" (got \"awq\")",
     "plan.json: tensors[0].bits_per_weight: 4.5 does not match",
     "plan.json: budget: achieved",
     "plan.json: tensors[1].blocks.runs[2]: counts exceed the 3 blocks",
