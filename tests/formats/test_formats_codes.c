@@ -204,9 +204,10 @@ static void test_clipping_never_worse(void **state)
  * over 16 lanes, j mod 16, reduced pairwise; +inf when s is 0).
  * Per-row formats: k = 0, 4, 8, 12, then around the best c: c + 2d, and
  * c - 2d only if c + 2d did not win; then the same with 1. Grouped formats:
- * start at the bit width's k0, then for steps 2 and 1: probe c + step*d,
- * else c - step*d, and walk on in the winning direction while each probe
- * wins. d = +1 for 2-bit formats, -1 otherwise; the smallest error wins,
+ * start at the k0 of their bit width, group size and symmetry, then with
+ * step 1 only: probe c + d, else c - d, and walk on in the winning
+ * direction while each probe wins. d = +1 for 2-bit formats, -1
+ * otherwise; the smallest error wins,
  * ties go to the smaller k. The library prunes candidates with a bound; the
  * choice must equal this unpruned one. */
 static float lane_err(const bp_format *f, const float *x, int n, float s, float o)
@@ -231,10 +232,16 @@ static float lane_err(const bp_format *f, const float *x, int n, float s, float 
     return s != 0 ? (s * s) * acc[0] : INFINITY;
 }
 
+/* docs/formats.md's table of k0: [asym][bits 2..5][group 32, 64, 128]. */
 static int walk_start(const bp_format *f)
 {
-    static const int k0[9] = {0, 0, 8, 6, 4, 2, 0, 0, 0};
-    return f->bits == 2 && f->asym ? 12 : k0[f->bits];
+    static const int k0[2][4][3] = {
+        {{7, 8, 10}, {5, 6, 9}, {2, 3, 5}, {0, 0, 2}},
+        {{11, 13, 13}, {4, 6, 8}, {2, 2, 3}, {0, 0, 2}},
+    };
+    if (f->bits > 5)
+        return 0;
+    return k0[f->asym][f->bits - 2][f->group == 32 ? 0 : f->group == 64 ? 1 : 2];
 }
 
 static void cand(const bp_format *f, int k, float mn, float mx, float *s, float *o)
@@ -300,7 +307,7 @@ static void test_search_is_documented(void **state)
                 for (int k = 0; k < 16; k += 4)
                     VISIT(k, won);
             }
-            for (int step = 2; step >= 1; step--) {
+            for (int step = grouped ? 1 : 2; step >= 1; step--) {
                 int c = best, dir = d;
                 VISIT(c + step * dir, won);
                 if (!won) {

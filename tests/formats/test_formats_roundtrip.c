@@ -254,6 +254,17 @@ static void test_extreme_scales(void **state)
             run_format(&m[i], w, 4, 128);
         free(w);
     }
+    /* Int formats beyond what fp16 parameters reach: the scale saturates,
+     * x / scale goes far past 2^22 (where the vector kernels' rounding by
+     * the magic constant no longer holds before the clamp), and every path
+     * must still clamp such values to the end codes alike. */
+    float *w = tu_matrix(79, 4, 128, 1e12f);
+    for (int64_t j = 0; j < 128; j += 9)
+        w[j] = -w[j] * 1e-9f;
+    for (size_t i = 0; i < nf; i++)
+        if (m[i].kind == BP_FMT_INT)
+            run_format(&m[i], w, 4, 128);
+    free(w);
 }
 
 /* bp_format_error_rows on arbitrary data and shapes (tails of every length

@@ -95,18 +95,6 @@ INL vf vmaxf(vf a, vf b)
     return r;
 }
 
-/* +0 in every lane, hidden from the optimizer: with a known zero GCC turns
- * vmaxf(v, 0) back into a compare and a masking move (two instructions);
- * with an opaque operand it stays one maxps. The value is the same. */
-INL vf vzero_opaque(void)
-{
-    float z = 0.0f;
-#if defined(__x86_64__) || defined(__i386__)
-    __asm__("" : "+x"(z));
-#endif
-    return vsplat(z);
-}
-
 INL vf vminf(vf a, vf b)
 {
     vf r;
@@ -212,29 +200,41 @@ INL float group_absmax(const float *x, int64_t n)
 /* ---- candidate passes (float, fixed lanes) ------------------------------ */
 
 /* ---- element kernels, L lanes at a time --------------------------------
- * Each is the vector form of a scalar helper of formats_internal.h, with the
- * same operations in the same order (the clamps a > b ? a : b and
- * a < b ? a : b become vmaxf / vminf, i.e. maxps / minps, with the same
- * result for every input, NaN and signed zeros included). */
+ * Each is the vector form of a scalar helper of formats_internal.h with the
+ * same result for every input, NaN and signed zeros included: the same
+ * operations in the same order (the clamps a > b ? a : b and a < b ? a : b
+ * become vmaxf / vminf, i.e. maxps / minps), except the int code, below. */
+
+/* The bit pattern of magic + rne(clamp(y, lo, hi)). lo and hi are
+ * integers, so clamping after rounding gives the same code, and rounding
+ * first lets the clamp be an integer min / max on the bit patterns of
+ * y + magic, off the float add pipes that bound the passes (about 7 %
+ * faster than maxps / minps). For |y| < 2^22, y + magic is magic + rne(y)
+ * exactly; a larger y gives a pattern above magic + hi (positive sums of
+ * at least 2^24) or below magic + lo (sums under 2^23, negative ones
+ * included), so it clamps as it should. (vf)t - magic is then the code,
+ * bit for bit as (clamp(y) + magic) - magic (never -0). */
+INL vi v_code_bits(vf y, vi ilo, vi ihi)
+{
+    return vmini(vmaxi((vi)(y + vsplat(BP__RNE_MAGIC)), ilo), ihi);
+}
+
+/* The bit patterns of magic + c, the bounds of v_code_bits. */
+INL vi v_code_lim(vf c)
+{
+    return (vi)(c + vsplat(BP__RNE_MAGIC));
+}
 
 INL vf v_int_sym_q(vf x, vf inv, vf lo, vf hi, vf s)
 {
-    const vf magic = vsplat(BP__RNE_MAGIC);
-    vf v = x * inv;
-    v = vmaxf(v, lo);
-    v = vminf(v, hi);
-    v = (v + magic) - magic;
-    return s * v;
+    vi t = v_code_bits(x * inv, v_code_lim(lo), v_code_lim(hi));
+    return s * ((vf)t - vsplat(BP__RNE_MAGIC));
 }
 
 INL vf v_int_asym_q(vf x, vf inv, vf off, vf qmax, vf s)
 {
-    const vf magic = vsplat(BP__RNE_MAGIC), zero = vzero_opaque();
-    vf v = (x - off) * inv;
-    v = vmaxf(v, zero);
-    v = vminf(v, qmax);
-    v = (v + magic) - magic;
-    return s * v + off;
+    vi t = v_code_bits((x - off) * inv, v_code_lim(vsplat(0.0f)), v_code_lim(qmax));
+    return s * ((vf)t - vsplat(BP__RNE_MAGIC)) + off;
 }
 
 /* bp__e2m1_q: scale * copysign(e2m1_round(|x| * inv), x). */
@@ -327,16 +327,12 @@ INL vf pass_int(const float *x, int64_t n, vf vinv, vf voff, vf vlo, vf vhi, con
 {
     const vf magic = vsplat(BP__RNE_MAGIC);
     vf acc = vsplat(0.0f);
-    if (asym)
-        vlo = vzero_opaque();
+    const vi ilo = v_code_lim(vlo), ihi = v_code_lim(vhi);
     int64_t j = 0;
     for (; j + L <= n; j += L) {
         vf xv = vload(x + j);
         vf y = asym ? (xv - voff) * vinv : xv * vinv;
-        vf v = vmaxf(y, vlo);
-        v = vminf(v, vhi);
-        v = (v + magic) - magic;
-        vf e = y - v;
+        vf e = y - ((vf)v_code_bits(y, ilo, ihi) - magic);
         acc += e * e;
     }
     if (j < n) {
@@ -411,18 +407,21 @@ static inline float int_qmax(int bits) { return (float)((1 << bits) - 1); }
  * (2-bit formats, whose best alpha is usually small), -1 toward less. */
 static inline int probe_dir(int bits) { return bits <= 2 ? 1 : -1; }
 
-/* Where the walk of a grouped format starts: about the median best k of
- * that bit width on Gaussian-like weights (docs/formats.md), so the walk
- * is short. */
-static inline int walk_start(int bits, int asym)
+/* Where the walk of a grouped format starts, per bit width, group size and
+ * symmetry: the start that gave the lowest total error of the step-1 walk
+ * below on Gaussian weights with rare outliers (docs/formats.md), which is
+ * about the median best k, so the walk is short. */
+static inline int walk_start(int bits, int asym, int group)
 {
-    switch (bits) {
-    case 2: return asym ? 12 : 8;
-    case 3: return 6;
-    case 4: return 4;
-    case 5: return 2;
-    default: return 0;
-    }
+    /* [asym][bits 2, 3, 4, 5][group 32, 64, 128]; 6- and 8-bit start at 0. */
+    static const signed char k0[2][4][3] = {
+        {{7, 8, 10}, {5, 6, 9}, {2, 3, 5}, {0, 0, 2}},
+        {{11, 13, 13}, {4, 6, 8}, {2, 2, 3}, {0, 0, 2}},
+    };
+    if (bits < 2 || bits > 5)
+        return 0;
+    int gi = group <= 32 ? 0 : group <= 64 ? 1 : 2;
+    return k0[asym != 0][bits - 2][gi];
 }
 
 /* Phases of a group's search (vector lanes hold one group each):
@@ -431,8 +430,9 @@ static inline int walk_start(int bits, int asym)
  *   W_BWD   probe c - step * dir (dir flipped); a win walks on or ends the
  *           step; otherwise the step ends
  *   W_WALK  keep probing one step further while each probe wins
- * The end of a step of 2 starts a step of 1 around the best (W_FWD, dir
- * reset); the end of a step of 1 ends the search (W_DONE). A probe outside
+ * Per-row formats start with a step of 2, whose end starts a step of 1
+ * around the best (W_FWD, dir reset); grouped formats start with the step
+ * of 1. The end of a step of 1 ends the search (W_DONE). A probe outside
  * the grid, or skipped by its bound, counts as not winning. */
 enum { W_FWD, W_BWD, W_WALK, W_DONE };
 
@@ -597,10 +597,12 @@ INL void block_minmax(const float *x, int64_t g, int nb, vf *mn, vf *mx)
 }
 
 /* Fit groups x[i*g .. (i+1)*g), i < nb <= L: scale and offset of each into
- * s[i], o[i]. grouped selects the walk (1) or the per-row schedule (0). */
-INL void search_int(int bits, const int asym, int grouped, const float *x, int64_t g, int nb,
+ * s[i], o[i]. group is the format's group size: > 0 selects the walk, 0
+ * the per-row schedule. */
+INL void search_int(int bits, const int asym, int group, const float *x, int64_t g, int nb,
                     float *s_out, float *o_out)
 {
+    const int grouped = group > 0;
     const vf vqmax = vsplat(int_qmax(bits)), zero = vsplat(0.0f);
     const vf clo = asym ? zero : vsplat(int_lo(bits)), chi = asym ? vqmax : vsplat(int_hi(bits));
     const vi vd = vsplati(probe_dir(bits)), none = vsplati(0), walks = vsplati(grouped ? -1 : 0);
@@ -626,12 +628,13 @@ INL void search_int(int bits, const int asym, int grouped, const float *x, int64
     b.bo = zero;
     b.bi = vsplati(-1);
     if (grouped) {
-        visit(asym, x, g, vsplati(walk_start(bits, asym)), live, &b, vqmax, clo, chi);
+        visit(asym, x, g, vsplati(walk_start(bits, asym, group)), live, &b, vqmax, clo, chi);
     } else {
         for (int k = 0; k < BP__NALPHA; k += BP__COARSE_STEP)
             visit(asym, x, g, vsplati(k), live, &b, vqmax, clo, chi);
     }
-    vi c = b.bi, step = vsplati(2), dir = vd, ph = VSELI(live, vsplati(W_FWD), vsplati(W_DONE));
+    vi c = b.bi, step = vsplati(grouped ? 1 : 2), dir = vd;
+    vi ph = VSELI(live, vsplati(W_FWD), vsplati(W_DONE));
     for (;;) {
         vi act = ~veqi(ph, W_DONE);
         int any = 0;
@@ -664,10 +667,10 @@ INL void search_int(int bits, const int asym, int grouped, const float *x, int64
     }
 }
 
-INL void fit_int(int bits, int asym, int grouped, const float *x, int64_t n, bp_qparams *p)
+INL void fit_int(int bits, int asym, int group, const float *x, int64_t n, bp_qparams *p)
 {
     float s, o;
-    search_int(bits, asym, grouped, x, n, 1, &s, &o);
+    search_int(bits, asym, group, x, n, 1, &s, &o);
     p->scale = s;
     p->offset = o;
 }
@@ -727,7 +730,7 @@ INL void fit_nvfp4(const float *x, int64_t n, float tp, bp_qparams *p)
 INL void fit(const bp_format *f, const float *x, int64_t n, float tp, bp_qparams *p)
 {
     switch (f->kind) {
-    case BP_FMT_INT: fit_int(f->bits, f->asym, f->group > 0, x, n, p); return;
+    case BP_FMT_INT: fit_int(f->bits, f->asym, f->group, x, n, p); return;
     case BP_FMT_FP8_E4M3: fit_fp8(x, n, p); return;
     case BP_FMT_MXFP4: fit_mxfp4(x, n, p); return;
     case BP_FMT_NVFP4: fit_nvfp4(x, n, tp, p); return;
@@ -831,7 +834,7 @@ INL void fit_row(const bp_format *f, const float *x, int64_t cols, float tp, flo
     if (f->kind == BP_FMT_INT) {
         for (int64_t b0 = 0; b0 < ng; b0 += L) {
             int nb = ng - b0 < L ? (int)(ng - b0) : L;
-            search_int(f->bits, f->asym, f->group > 0, x + b0 * g, g, nb, s + b0, o + b0);
+            search_int(f->bits, f->asym, f->group, x + b0 * g, g, nb, s + b0, o + b0);
         }
         return;
     }
