@@ -23,6 +23,8 @@
 #include "bitplan/model.h"
 #include "bitplan/task.h"
 
+#include "job_testutil.h"
+
 #define MODEL BP_SOURCE_DIR "/examples/models/tiny-llama-kjv"
 #define TMP BP_TEST_TMPDIR "/gptqact-"
 #define STATS TMP "h.st"
@@ -43,45 +45,6 @@ static char *spec_of(const char *method, const char *table)
              ",\"metric\":\"gptq\",\"method\":\"%s\"," CALIB ",\"table\":\"%s\"}",
              method, table);
     return s;
-}
-
-static char *run_direct(const char *spec)
-{
-    bp_error err;
-    bp_job_spec_doc *doc = NULL;
-    if (bp_job_spec_parse(spec, strlen(spec), "test", &doc, &err) != BP_OK)
-        fail_msg("spec: %s", err.msg);
-    bp_plan *plan = NULL;
-    if (bp_job_run(bp_job_spec_get(doc), &plan, &err) != BP_OK)
-        fail_msg("direct: %s", err.msg);
-    char *s = bp_plan_to_string(plan, &err);
-    assert_non_null(s);
-    bp_plan_destroy(&plan);
-    bp_job_spec_doc_destroy(&doc);
-    return s;
-}
-
-static char *run_tasks(const char *spec)
-{
-    bp_error err;
-    char *out = NULL;
-    if (bp_job_run_local(spec, strlen(spec), 1, &out, &err) != BP_OK)
-        fail_msg("tasks: %s", err.msg);
-    return out;
-}
-
-/* Byte equality, reporting the first differing line. */
-static void assert_same_text(const char *what, const char *a, const char *b)
-{
-    if (!strcmp(a, b))
-        return;
-    size_t i = 0, line = 1, start = 0;
-    for (; a[i] && a[i] == b[i]; i++)
-        if (a[i] == '\n') {
-            line++;
-            start = i + 1;
-        }
-    fail_msg("%s differ at line %zu:\n  %.200s\n  %.200s", what, line, a + start, b + start);
 }
 
 static int group_setup(void **state)
