@@ -13,6 +13,7 @@
 #include "bitplan/task.h"
 #include "bitplan/worker.h"
 #include "coord_test_util.h"
+#include "../job/job_testutil.h"
 
 #define MODEL BP_SOURCE_DIR "/examples/models/tiny-llama-kjv"
 #define HB "200"
@@ -59,21 +60,6 @@ static void stop_cluster(cluster *c)
     kill_kid(c->serve, SIGTERM);
 }
 
-static char *offline(const char *spec)
-{
-    bp_error e;
-    bp_job_spec_doc *doc = NULL;
-    if (bp_job_spec_parse(spec, strlen(spec), "spec", &doc, &e) != BP_OK)
-        fail_msg("spec: %s", e.msg);
-    bp_plan *p = NULL;
-    if (bp_job_run(bp_job_spec_get(doc), &p, &e) != BP_OK)
-        fail_msg("offline: %s", e.msg);
-    char *s = bp_plan_to_string(p, &e);
-    bp_plan_destroy(&p);
-    bp_job_spec_doc_destroy(&doc);
-    return s;
-}
-
 static char *wait_result(cluster *c, const char *job, long ms, char *state, char *err, size_t cap)
 {
     tc_wait_job(&c->tc, c->client_ep, job, ms, state, err, cap);
@@ -116,7 +102,7 @@ static void test_plan_daemon_matches_offline(void **state)
     char *r2 = wait_result(&c, job2, 180000, st, err, sizeof err);
     if (!r2)
         fail_msg("job 2 ended as '%s': %s", st, err);
-    char *o1 = offline(SPEC_MSE), *o2 = offline(SPEC_GPTQ);
+    char *o1 = run_direct(SPEC_MSE), *o2 = run_direct(SPEC_GPTQ);
     assert_string_equal(r1, o1);
     assert_string_equal(r2, o2);
     free(r1);
@@ -142,7 +128,7 @@ static void test_plan_daemon_worker_killed(void **state)
     char *r = wait_result(&c, job, 120000, st, err, sizeof err);
     if (!r)
         fail_msg("job ended as '%s': %s", st, err);
-    char *o = offline(spec);
+    char *o = run_direct(spec);
     assert_string_equal(r, o);
     free(r);
     free(o);

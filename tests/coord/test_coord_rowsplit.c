@@ -13,6 +13,7 @@
 #include "bitplan/task.h"
 #include "bitplan/worker.h"
 #include "coord_test_util.h"
+#include "../job/job_testutil.h"
 
 #define MODEL BP_SOURCE_DIR "/examples/models/tiny-llama-kjv"
 #define HB "200"
@@ -30,21 +31,6 @@ static int teardown(void **state)
     (void)state;
     kill_all_kids();
     return 0;
-}
-
-static char *offline(const char *spec)
-{
-    bp_error e;
-    bp_job_spec_doc *doc = NULL;
-    if (bp_job_spec_parse(spec, strlen(spec), "spec", &doc, &e) != BP_OK)
-        fail_msg("spec: %s", e.msg);
-    bp_plan *p = NULL;
-    if (bp_job_run(bp_job_spec_get(doc), &p, &e) != BP_OK)
-        fail_msg("offline: %s", e.msg);
-    char *s = bp_plan_to_string(p, &e);
-    bp_plan_destroy(&p);
-    bp_job_spec_doc_destroy(&doc);
-    return s;
 }
 
 /* nvfp4 makes the driver pass the tensor's absmax to every block. */
@@ -85,7 +71,7 @@ static void test_rowsplit_daemon_matches_offline(void **state)
         tc_wait_job(&tc, client_ep, job, 180000, state_s, err, sizeof err);
         if (strcmp(state_s, "done"))
             fail_msg("job %s ended as '%s': %s", job, state_s, err);
-        char *r = tc_result(&tc, job), *o = offline(specs[k]);
+        char *r = tc_result(&tc, job), *o = run_direct(specs[k]);
         assert_non_null(r);
         assert_string_equal(r, o);
         /* More tasks than one per tensor plus the solve: blocks were sent. */
