@@ -386,6 +386,32 @@ static void group_view(const float *fb, int64_t n, const float *w0,
             v[m] = 0.0f;
 }
 
+/* Round the working value wr[j] with p, store its code (and value) at
+ * codes[o] / deq[o] (o = j in natural order, the column's own index in
+ * act-order), and feed its error into the rest of the sub-block, columns
+ * j+1 .. s1-1 of wr. Returns dW_j = target - q for the lazy update of later
+ * blocks (target: the original weight, 0 for a dead column). The three
+ * passes (natural, act-order, mixed column blocks) share it, so they round
+ * and feed back with the very same operations. */
+static inline float round_column(const bp_format *f, const bp_qparams *p, const float *fb,
+                                 int64_t n, float *wr, int64_t j, int64_t s1, float target,
+                                 int64_t o, uint16_t *codes, float *deq)
+{
+    /* a diverged feedback (reported by the caller) must not reach the
+     * format kernels as inf or NaN */
+    float x = isfinite(wr[j]) ? wr[j] : 0.0f;
+    uint16_t c = bp_format_encode(f, p, x);
+    float q = bp_format_decode(f, p, c);
+    codes[o] = c;
+    if (deq)
+        deq[o] = q;
+    float dj = target - q;
+    const float *fj = fb + j * n;
+    for (int64_t k = j + 1; k < s1; k++)
+        wr[k] += dj * fj[k];
+    return dj;
+}
+
 /* One row's in-block GPTQ step over columns [c0, c1): wr is the working row
  * (original weights plus the feedback received so far), w0 the original row
  * (dead columns read as 0). For group formats the group starting at j is
@@ -413,19 +439,7 @@ static void block_row(const bp_format *f, const float *fb, int64_t n,
                 }
                 p = pg;
             }
-            /* a diverged feedback (reported by the caller) must not reach
-             * the format kernels as inf or NaN */
-            float x = isfinite(wr[j]) ? wr[j] : 0.0f;
-            uint16_t c = bp_format_encode(f, p, x);
-            float q = bp_format_decode(f, p, c);
-            codes[j] = c;
-            if (deq)
-                deq[j] = q;
-            float dj = (dead[j] ? 0.0f : w0[j]) - q;
-            d[j - c0] = dj;
-            const float *fj = fb + j * n;
-            for (int64_t k = j + 1; k < s1; k++)
-                wr[k] += dj * fj[k];
+            d[j - c0] = round_column(f, p, fb, n, wr, j, s1, dead[j] ? 0.0f : w0[j], j, codes, deq);
         }
         rank_update(wr + s1, c1 - s1, fb + s0 * n + s1, n, s1 - s0,
                     d + (s0 - c0));
@@ -477,18 +491,7 @@ static void static_block_row(const bp_format *f, const float *fb, int64_t n,
         for (int64_t j = s0; j < s1; j++) {
             int64_t o = perm[j];
             const bp_qparams *p = params + (g > 0 ? o / g : 0);
-            /* as in block_row: no inf or NaN into the format kernels */
-            float x = isfinite(wr[j]) ? wr[j] : 0.0f;
-            uint16_t c = bp_format_encode(f, p, x);
-            float q = bp_format_decode(f, p, c);
-            codes[o] = c;
-            if (deq)
-                deq[o] = q;
-            float dj = w0[j] - q;
-            d[j - c0] = dj;
-            const float *fj = fb + j * n;
-            for (int64_t k = j + 1; k < s1; k++)
-                wr[k] += dj * fj[k];
+            d[j - c0] = round_column(f, p, fb, n, wr, j, s1, w0[j], o, codes, deq);
         }
         rank_update(wr + s1, c1 - s1, fb + s0 * n + s1, n, s1 - s0,
                     d + (s0 - c0));
@@ -859,17 +862,7 @@ static void block_row_mixed(const col_blocks *cb, const float *fb, int64_t n,
                 }
                 p = pg;
             }
-            float x = isfinite(wr[j]) ? wr[j] : 0.0f;
-            uint16_t c = bp_format_encode(f, p, x);
-            float q = bp_format_decode(f, p, c);
-            codes[j] = c;
-            if (deq)
-                deq[j] = q;
-            float dj = (dead[j] ? 0.0f : w0[j]) - q;
-            d[j - c0] = dj;
-            const float *fj = fb + j * n;
-            for (int64_t k = j + 1; k < s1; k++)
-                wr[k] += dj * fj[k];
+            d[j - c0] = round_column(f, p, fb, n, wr, j, s1, dead[j] ? 0.0f : w0[j], j, codes, deq);
         }
         rank_update(wr + s1, c1 - s1, fb + s0 * n + s1, n, s1 - s0,
                     d + (s0 - c0));
