@@ -71,6 +71,27 @@ void bp_proto_in_clear(bp_proto_in *in)
     bp_proto_in_init(in);
 }
 
+/* Copy the connection's ZAP User-Id (absent -> ""). A ROUTER makes the
+ * routing frame itself, without the connection's metadata, so the first
+ * part that has the property speaks for the message. One that does not fit
+ * is BP_EPROTO and leaves "": a truncated id could match another sender's. */
+static int read_user_id(zmq_msg_t *parts, size_t n, char out[BP_PROTO_MAX_USER_ID + 1],
+                        bp_error *err)
+{
+    out[0] = '\0';
+    const char *uid = NULL;
+    for (size_t i = 0; i < n && !uid; i++)
+        uid = zmq_msg_gets(&parts[i], "User-Id");
+    if (!uid)
+        return BP_OK;
+    size_t len = strlen(uid);
+    if (len > BP_PROTO_MAX_USER_ID)
+        return bp_error_set(err, BP_EPROTO, "recv: User-Id of %zu bytes exceeds %d", len,
+                            BP_PROTO_MAX_USER_ID);
+    memcpy(out, uid, len + 1);
+    return BP_OK;
+}
+
 int bp_proto_recv(void *sock, size_t n_envelope, const bp_proto_limits *limits, int flags,
                   bp_proto_in *in, bp_error *err)
 {
@@ -127,6 +148,9 @@ int bp_proto_recv(void *sock, size_t n_envelope, const bp_proto_limits *limits, 
             break;
     }
 
+    int uid_rc = read_user_id(in->part, in->n_part, in->user_id, bad ? NULL : &local);
+    if (!bad)
+        bad = uid_rc;
     if (!bad && count > cap)
         bad = bp_error_set(&local, BP_EPROTO,
                            "recv: message has %zu frames, at most %zu allowed: too many frames",

@@ -105,6 +105,7 @@ typedef struct bp_coord_stats {
     uint64_t tasks_requeued;
     uint64_t tasks_quarantined;
     uint64_t protocol_errors;
+    uint64_t identity_mismatches; /* worker messages from a key other than the peer's (dropped) */
 } bp_coord_stats;
 
 void bp_coord_get_stats(const bp_coord *c, bp_coord_stats *st);

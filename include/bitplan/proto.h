@@ -43,6 +43,7 @@ extern "C" {
 #define BP_PROTO_MAX_BIN 16      /* binary frames per message */
 #define BP_PROTO_MAX_ENVELOPE 4  /* routing-id frames the socket layer strips */
 #define BP_PROTO_MAX_ROUTING_ID 255 /* bytes in one envelope frame */
+#define BP_PROTO_MAX_USER_ID 64     /* bytes of a connection's ZAP User-Id (a Z85 key is 40) */
 
 /* Defaults used when a bp_proto_limits field is 0 (or the pointer is NULL). */
 #define BP_PROTO_DEF_MAX_HEADER_BYTES ((size_t)8 << 20)   /* frame 0 */
@@ -340,6 +341,10 @@ typedef struct bp_proto_in {
     size_t n_envelope;                      /* routing frames received */
     bp_frame body[1 + BP_PROTO_MAX_BIN];    /* pass to bp_proto_decode */
     size_t n_body;
+    /* The ZAP User-Id of the connection the message came from (with the
+     * coordinator's CURVE handler: the sender's Z85 public key); "" when
+     * the connection has none (no ZAP handler, no security). */
+    char user_id[BP_PROTO_MAX_USER_ID + 1];
 } bp_proto_in;
 
 void bp_proto_in_init(bp_proto_in *in);
@@ -353,7 +358,10 @@ void bp_proto_in_clear(bp_proto_in *in);
  * max_header_bytes and each other frame at most max_frame_bytes. A message
  * breaking these is received in full, discarded, and reported as BP_EPROTO;
  * in->envelope still holds its routing frames when they were valid, so the
- * caller can answer (e.g. with disconnect). flags: 0 or ZMQ_DONTWAIT for the
+ * caller can answer (e.g. with disconnect), and in->user_id holds the
+ * sender's User-Id, so the caller can tell who sent the bad message. A
+ * User-Id longer than BP_PROTO_MAX_USER_ID is itself a violation (user_id
+ * is then ""). flags: 0 or ZMQ_DONTWAIT for the
  * first frame; later parts of a message are always already queued.
  * *in is cleared first. Returns BP_OK, BP_ETIMEOUT (EAGAIN: nothing queued),
  * BP_EPROTO, BP_EINVAL or BP_EIO. */

@@ -69,6 +69,9 @@ typedef struct peer {
     size_t rid_len;
     uint64_t key;                     /* identity map key */
     char name[64];
+    /* The ZAP User-Id (CURVE key) it registered with, "" without CURVE. */
+    char user_id[BP_PROTO_MAX_USER_ID + 1];
+    int mismatch_logged;
 } peer;
 
 struct bp_coord {
@@ -840,6 +843,23 @@ static void on_task_failed(bp_coord *c, uint32_t wid, const bp_msg *m)
     job_fail(c, j, bp_proto_bp_code(m->u.task_failed.code), msg);
 }
 
+/* A peer's routing id can be reused by another connection once the
+ * peer's own has dropped; only the connection's CURVE key (ZAP User-Id)
+ * says who really sent a message. A message under a peer's routing id but
+ * from another key is dropped without touching the peer, so an impostor can
+ * neither act for it nor get it evicted. */
+static int same_sender(bp_coord *c, peer *p)
+{
+    if (!strcmp(p->user_id, c->in.user_id))
+        return 1;
+    c->st.identity_mismatches++;
+    if (!p->mismatch_logged) {
+        p->mismatch_logged = 1;
+        clog_(c, "worker %s: message from a different CURVE key dropped", p->name);
+    }
+    return 0;
+}
+
 static void handle_worker_msg(bp_coord *c)
 {
     bp_error e;
@@ -850,6 +870,10 @@ static void handle_worker_msg(bp_coord *c)
     int64_t now = bp__now_ms();
     const bp_frame *env = c->in.n_envelope ? &c->in.envelope[0] : NULL;
     peer *p = env ? peer_find(c, env, &wid) : NULL;
+    /* Before anything the message could trigger (even the drop of an
+     * invalid message): a routing id is only a name the sender chose. */
+    if (p && !same_sender(c, p))
+        goto out;
     if (rc == BP_OK)
         rc = bp_proto_decode(c->in.body, c->in.n_body, &c->worker_lim, &c->msg, &e);
     if (rc != BP_OK) {
@@ -879,6 +903,7 @@ static void handle_worker_msg(bp_coord *c)
         memcpy(p->rid, env->data, env->size);
         p->rid_len = env->size;
         p->key = rid_key(env->data, env->size);
+        memcpy(p->user_id, c->in.user_id, sizeof p->user_id);
         int nl = c->msg.u.ready.worker.len > 60 ? 60 : (int)c->msg.u.ready.worker.len;
         snprintf(p->name, sizeof p->name, "%.*s", nl, c->msg.u.ready.worker.ptr);
         for (char *s = p->name; *s; s++)
