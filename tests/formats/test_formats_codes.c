@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <float.h>
 #include <math.h>
 #include <string.h>
 
@@ -203,11 +204,12 @@ static void test_clipping_never_worse(void **state)
  * (y = (x - o) / s as x times 1/s, v its clamped, rounded code; float sum
  * over 16 lanes, j mod 16, reduced pairwise; +inf when s is 0).
  * Per-row formats: k = 0, 4, 8, 12, then around the best c: c + 2d, and
- * c - 2d only if c + 2d did not win; then the same with 1. Grouped formats:
- * start at the k0 of their bit width, group size and symmetry, then with
- * step 1 only: probe c + d, else c - d, and walk on in the winning
- * direction while each probe wins. d = +1 for 2-bit formats, -1
- * otherwise; the smallest error wins,
+ * c - 2d only if c + 2d did not win; then the same with 1. Grouped formats
+ * with a centre kc: kc, kc + 2, kc - 2, then one probe from the parabola
+ * through their errors. Other grouped formats: start at the k0 of their
+ * bit width, group size and symmetry, then with step 1 only: probe c + d,
+ * else c - d, and walk on in the winning direction while each probe wins.
+ * d = +1 for 2-bit formats, -1 otherwise; the smallest error wins,
  * ties go to the smaller k. The library prunes candidates with a bound; the
  * choice must equal this unpruned one. */
 static float lane_err(const bp_format *f, const float *x, int n, float s, float o)
@@ -244,6 +246,45 @@ static int walk_start(const bp_format *f)
     return k0[f->asym][f->bits - 2][f->group == 32 ? 0 : f->group == 64 ? 1 : 2];
 }
 
+/* docs/formats.md's table of kc: [asym][bits 2..4][group 32, 64, 128],
+ * -1 for the formats that walk. */
+static int fixed_centre(const bp_format *f)
+{
+    static const int kc[2][3][3] = {
+        {{-1, -1, -1}, {3, -1, -1}, {2, 2, 4}},
+        {{11, 12, 13}, {3, 5, 7}, {2, 2, 3}},
+    };
+    if (f->bits > 4)
+        return -1;
+    return kc[f->asym][f->bits - 2][f->group == 32 ? 0 : f->group == 64 ? 1 : 2];
+}
+
+/* The fourth point of the fixed schedule, as docs/formats.md states it:
+ * t = (ea - ec) / ((ea + ec) - (eb + eb)) clamped to [-kc, 4] when that
+ * denominator is positive and finite, else -kc if ea < ec, else 4; probe
+ * kc + rne(t) clamped to 0..15, unless that is kc - 2, kc or kc + 2: then
+ * the neighbour of the best b on the side of t (b - 1 if t < b - kc), or
+ * the other neighbour when that one is off the grid. *how says which. */
+static int parabola_probe(int kc, const float *err, int b, int *how)
+{
+    float ea = err[kc - 2], eb = err[kc], ec = err[kc + 2];
+    float den = (ea + ec) - (eb + eb), t;
+    if (den > 0.0f && den <= FLT_MAX)
+        t = fminf(fmaxf((ea - ec) / den, (float)-kc), 4.0f);
+    else
+        t = ea < ec ? (float)-kc : 4.0f;
+    int k = kc + (int)nearbyintf(t);
+    k = k < 0 ? 0 : k > 15 ? 15 : k;
+    *how = 0;
+    if (k == kc || k == kc - 2 || k == kc + 2) {
+        k = t < (float)(b - kc) ? b - 1 : b + 1;
+        if (k < 0 || k > 15)
+            k = 2 * b - k;
+        *how = 1;
+    }
+    return k;
+}
+
 static void cand(const bp_format *f, int k, float mn, float mx, float *s, float *o)
 {
     float a = (float)(40 - k) / 40.0f;
@@ -264,7 +305,8 @@ static void test_search_is_documented(void **state)
     bp_format m[64];
     size_t nf = bp_format_menu(m, 64);
     tu_rng r = {17};
-    int visited_all = 0, total = 0, walked = 0;
+    int visited_all = 0, total = 0, walked = 0, probes[2] = {0, 0}, fixed_total = 0,
+        fixed_found = 0;
     for (size_t i = 0; i < nf; i++) {
         bp_format *f = &m[i];
         if (f->kind != BP_FMT_INT)
@@ -300,14 +342,21 @@ static void test_search_is_documented(void **state)
             }                                                                       \
         }                                                                           \
     } while (0)
-            int won, d = f->bits <= 2 ? 1 : -1;
-            if (grouped) {
+            int won, d = f->bits <= 2 ? 1 : -1, kc = grouped ? fixed_centre(f) : -1;
+            if (kc >= 0) {
+                int how;
+                VISIT(kc, won);
+                VISIT(kc + 2, won);
+                VISIT(kc - 2, won);
+                VISIT(parabola_probe(kc, err, best, &how), won);
+                probes[how]++;
+            } else if (grouped) {
                 VISIT(walk_start(f), won);
             } else {
                 for (int k = 0; k < 16; k += 4)
                     VISIT(k, won);
             }
-            for (int step = grouped ? 1 : 2; step >= 1; step--) {
+            for (int step = grouped ? 1 : 2; kc < 0 && step >= 1; step--) {
                 int c = best, dir = d;
                 VISIT(c + step * dir, won);
                 if (!won) {
@@ -324,6 +373,7 @@ static void test_search_is_documented(void **state)
             for (int k = 0; k < 16; k++)
                 nseen += seen[k];
             assert_true(grouped || nseen <= 8);
+            assert_true(kc < 0 || nseen == 4);
             /* The exhaustive minimum is found most of the time. */
             int ex = 0;
             for (int k = 1; k < 16; k++)
@@ -331,6 +381,8 @@ static void test_search_is_documented(void **state)
                     ex = k;
             visited_all += err[best] == err[ex];
             total++;
+            fixed_found += kc >= 0 && err[best] == err[ex];
+            fixed_total += kc >= 0;
             float bs, bo;
             cand(f, best, mn, mx, &bs, &bo);
             bp_qparams p;
@@ -344,6 +396,11 @@ static void test_search_is_documented(void **state)
      * time. */
     assert_true(walked > 0);
     assert_true(visited_all > total * 8 / 10);
+    /* Both kinds of fourth probe happen, and four points suffice often. */
+    assert_true(probes[0] > 0 && probes[1] > 0);
+    assert_true(fixed_found > fixed_total * 7 / 10);
+    print_message("exhaustive minimum found: %d / %d (fixed schedule %d / %d); probes %d / %d\n",
+                  visited_all, total, fixed_found, fixed_total, probes[0], probes[1]);
 }
 
 /* All-zero, constant, single-spike and tiny groups: finite params, no NaN,

@@ -319,6 +319,24 @@ INL vf vsum16(const vf *a)
     return __builtin_shuffle(x[0], x[1], lo4) + __builtin_shuffle(x[0], x[1], hi4);
 }
 
+/* The last r < L elements of pass_int, into lanes 0 .. r - 1 of acc. */
+INL vf pass_int_tail(vf acc, const float *x, int64_t r, vf vinv, vf voff, vf vlo, vf vhi,
+                     const int asym)
+{
+    float a[L], inv = vinv[0], off = voff[0], lo = vlo[0], hi = vhi[0];
+    memcpy(a, &acc, sizeof a);
+    for (int64_t l = 0; l < r; l++) {
+        float y = asym ? (x[l] - off) * inv : x[l] * inv;
+        float v = y > lo ? y : lo;
+        v = v < hi ? v : hi;
+        v = (v + BP__RNE_MAGIC) - BP__RNE_MAGIC;
+        float e = y - v;
+        a[l] += e * e;
+    }
+    memcpy(&acc, a, sizeof a);
+    return acc;
+}
+
 /* One pass of an int candidate over a group, in code units: sum_j (y - v)^2
  * with y = (x - off) * inv (sym: x * inv) and v = rne(clamp(y, lo, hi)),
  * in float, element j into lane j mod L, lanes reduced by vsum. The last
@@ -335,20 +353,38 @@ INL vf pass_int(const float *x, int64_t n, vf vinv, vf voff, vf vlo, vf vhi, con
         vf e = y - ((vf)v_code_bits(y, ilo, ihi) - magic);
         acc += e * e;
     }
-    if (j < n) {
-        float a[L], inv = vinv[0], off = voff[0], lo = vlo[0], hi = vhi[0];
-        memcpy(a, &acc, sizeof a);
-        for (int64_t l = 0; j + l < n; l++) {
-            float y = asym ? (x[j + l] - off) * inv : x[j + l] * inv;
-            float v = y > lo ? y : lo;
-            v = v < hi ? v : hi;
-            v = (v + BP__RNE_MAGIC) - BP__RNE_MAGIC;
-            float e = y - v;
-            a[l] += e * e;
-        }
-        memcpy(&acc, a, sizeof a);
+    return j < n ? pass_int_tail(acc, x + j, n - j, vinv, voff, vlo, vhi, asym) : acc;
+}
+
+/* pass_int of three candidates (parameter lanes 0) over the same group,
+ * sharing the loads: the same operations per candidate. */
+INL void pass_int3(const float *x, int64_t n, const vf *vinv, const vf *voff, vf vlo, vf vhi,
+                   const int asym, vf *out)
+{
+    const vf magic = vsplat(BP__RNE_MAGIC);
+    vf a0 = vsplat(0.0f), a1 = a0, a2 = a0;
+    const vi ilo = v_code_lim(vlo), ihi = v_code_lim(vhi);
+    int64_t j = 0;
+    for (; j + L <= n; j += L) {
+        vf xv = vload(x + j);
+        vf y0 = asym ? (xv - voff[0]) * vinv[0] : xv * vinv[0];
+        vf y1 = asym ? (xv - voff[1]) * vinv[1] : xv * vinv[1];
+        vf y2 = asym ? (xv - voff[2]) * vinv[2] : xv * vinv[2];
+        vf e0 = y0 - ((vf)v_code_bits(y0, ilo, ihi) - magic);
+        vf e1 = y1 - ((vf)v_code_bits(y1, ilo, ihi) - magic);
+        vf e2 = y2 - ((vf)v_code_bits(y2, ilo, ihi) - magic);
+        a0 += e0 * e0;
+        a1 += e1 * e1;
+        a2 += e2 * e2;
     }
-    return acc;
+    if (j < n) {
+        a0 = pass_int_tail(a0, x + j, n - j, vinv[0], voff[0], vlo, vhi, asym);
+        a1 = pass_int_tail(a1, x + j, n - j, vinv[1], voff[1], vlo, vhi, asym);
+        a2 = pass_int_tail(a2, x + j, n - j, vinv[2], voff[2], vlo, vhi, asym);
+    }
+    out[0] = a0;
+    out[1] = a1;
+    out[2] = a2;
 }
 
 INL float pass_e2m1(const float *x, int64_t n, float s, float inv, float *q, const int store)
@@ -379,9 +415,9 @@ static inline float int_hi(int bits) { return (float)((1 << (bits - 1)) - 1); }
 static inline float int_qmax(int bits) { return (float)((1 << bits) - 1); }
 
 /* The int clipping search (docs/formats.md, "Clipping grid"): candidates
- * on the grid alpha_k = (40 - k) / 40, k = 0..15, visited by a per-group
- * walk (grouped formats) or coarse to fine (per-row formats), see
- * walk_next. "Best" is the smallest search error so far, ties going to the
+ * on the grid alpha_k = (40 - k) / 40, k = 0..15, visited by a fixed
+ * schedule of four (most grouped formats, fixed_centre), a per-group walk
+ * (the other grouped formats) or coarse to fine (per-row formats). "Best" is the smallest search error so far, ties going to the
  * smaller k (the larger alpha).
  *
  * The search error of a candidate is measured in code units, where the
@@ -422,6 +458,26 @@ static inline int walk_start(int bits, int asym, int group)
         return 0;
     int gi = group <= 32 ? 0 : group <= 64 ? 1 : 2;
     return k0[asym != 0][bits - 2][gi];
+}
+
+/* The centre kc of the fixed schedule (docs/formats.md): kc - 2, kc, kc + 2,
+ * then one probe placed by the parabola through their errors. Four
+ * candidates and four lockstep steps for every group, against the walk's
+ * block-wide longest walk (6-10 steps). -1: the format keeps the walk,
+ * because four candidates cost it more than +0.3 % error (symmetric 2-bit
+ * and 3-bit g64 / g128, whose best k spreads widest) or because its walk
+ * is already about that short (5 bits and up). */
+static inline int fixed_centre(int bits, int asym, int group)
+{
+    /* [asym][bits 2, 3, 4][group 32, 64, 128]; each in 2 .. 13. */
+    static const signed char kc[2][3][3] = {
+        {{-1, -1, -1}, {3, -1, -1}, {2, 2, 4}},
+        {{11, 12, 13}, {3, 5, 7}, {2, 2, 3}},
+    };
+    if (bits < 2 || bits > 4)
+        return -1;
+    int gi = group <= 32 ? 0 : group <= 64 ? 1 : 2;
+    return kc[asym != 0][bits - 2][gi];
 }
 
 /* Phases of a group's search (vector lanes hold one group each):
@@ -494,22 +550,49 @@ typedef struct int_blk {
 
 /* Visit candidate k in every lane of ok, keeping the best: returns the
  * lanes where it won. */
+/* Parameters of candidate k in every lane: scale s, offset o, 1/s. */
+INL void cand_params(const int asym, vi k, const int_blk *b, vf vqmax, vf clo, vf *s, vf *o,
+                     vf *inv)
+{
+    const vf half = vsplat(0.5f), one = vsplat(1.0f), forty = vsplat(40.0f);
+    /* alpha_k = (40 - k) / 40, as the table holds it. */
+    vf a = __builtin_convertvector(40 - k, vf) / forty;
+    if (asym) {
+        *s = v_f16_round(a * b->r / vqmax);
+        *o = v_f16_round(b->m + half * (one - a) * b->r);
+    } else {
+        *s = v_f16_round(a * b->m / clo);
+        *o = vsplat(0.0f);
+    }
+    *inv = v_inv(s[0]);
+}
+
+/* The search error of candidate (k, s, o) from its lane sums acc (+inf
+ * when s is 0), kept as the best in the lanes of ok where it wins: returns
+ * those lanes. */
+INL vi keep(int_blk *b, vi k, vi ok, vf s, vf o, vf e, vf *err)
+{
+    const vf zero = vsplat(0.0f);
+    e = VSEL(~veqf((vf)(vbits(s) & vsplati(0x7fffffff)), zero), e, vsplat(INFINITY));
+    if (err)
+        *err = e;
+    vi first = vlti(b->bi, vsplati(0)), kfirst = vlti(k, b->bi);
+    vi won = ok & (first | vltf(e, b->best) | (veqf(e, b->best) & kfirst));
+    b->best = VSEL(won, e, b->best);
+    b->bs = VSEL(won, s, b->bs);
+    b->bo = VSEL(won, o, b->bo);
+    b->bi = VSELI(won, k, b->bi);
+    return won;
+}
+
+/* Visit candidate k in every lane of ok, keeping the best: returns the
+ * lanes where it won. */
 INL vi visit(const int asym, const float *x, int64_t g, vi k, vi ok, int_blk *b, vf vqmax,
              vf clo, vf chi)
 {
-    const vf zero = vsplat(0.0f), half = vsplat(0.5f), one = vsplat(1.0f),
-             forty = vsplat(40.0f), inf = vsplat(INFINITY);
-    /* alpha_k = (40 - k) / 40, as the table holds it. */
-    vf a = __builtin_convertvector(40 - k, vf) / forty;
-    vf s, o;
-    if (asym) {
-        s = v_f16_round(a * b->r / vqmax);
-        o = v_f16_round(b->m + half * (one - a) * b->r);
-    } else {
-        s = v_f16_round(a * b->m / clo);
-        o = zero;
-    }
-    vf inv = v_inv(s), s2 = s * s;
+    vf s, o, inv;
+    cand_params(asym, k, b, vqmax, clo, &s, &o, &inv);
+    vf s2 = s * s;
     vf y0 = asym ? (b->mn - o) * inv : b->mn * inv, y1 = asym ? (b->mx - o) * inv : b->mx * inv;
     vf e0 = y0 - v_code(y0, clo, chi), e1 = y1 - v_code(y1, clo, chi);
     vf bound = s2 * (g > 1 ? e0 * e0 + e1 * e1 : e0 * e0);
@@ -521,18 +604,36 @@ INL vi visit(const int asym, const float *x, int64_t g, vi k, vi ok, int_blk *b,
     vf acc[L];
 #pragma GCC unroll 16
     for (int i = 0; i < L; i++) {
-        acc[i] = zero;
+        acc[i] = vsplat(0.0f);
         if (ok[i])
             acc[i] = pass_int(x + i * g, g, vlane(inv, i), vlane(o, i), clo, chi, asym);
     }
-    vf e = s2 * vsum16(acc);
-    e = VSEL(~veqf((vf)(vbits(s) & vsplati(0x7fffffff)), zero), e, inf);
-    vi won = ok & (first | vltf(e, b->best) | (veqf(e, b->best) & kfirst));
-    b->best = VSEL(won, e, b->best);
-    b->bs = VSEL(won, s, b->bs);
-    b->bo = VSEL(won, o, b->bo);
-    b->bi = VSELI(won, k, b->bi);
-    return won;
+    return keep(b, k, ok, s, o, s2 * vsum16(acc), NULL);
+}
+
+/* Visit candidates k[0], k[1], k[2] in that order in every lane of ok,
+ * unpruned, with one pass per group over the three (the same sums as three
+ * visits); their search errors go to err[]. */
+INL void visit3(const int asym, const float *x, int64_t g, const vi *k, vi ok, int_blk *b,
+                vf vqmax, vf clo, vf chi, vf *err)
+{
+    vf s[3], o[3], inv[3];
+    for (int c = 0; c < 3; c++)
+        cand_params(asym, k[c], b, vqmax, clo, &s[c], &o[c], &inv[c]);
+    vf acc[3][L];
+#pragma GCC unroll 16
+    for (int i = 0; i < L; i++) {
+        vf li[3] = {vlane(inv[0], i), vlane(inv[1], i), vlane(inv[2], i)},
+           lo[3] = {vlane(o[0], i), vlane(o[1], i), vlane(o[2], i)}, r[3];
+        r[0] = r[1] = r[2] = vsplat(0.0f);
+        if (ok[i])
+            pass_int3(x + i * g, g, li, lo, clo, chi, asym, r);
+        acc[0][i] = r[0];
+        acc[1][i] = r[1];
+        acc[2][i] = r[2];
+    }
+    for (int c = 0; c < 3; c++)
+        keep(b, k[c], ok, s[c], o[c], (s[c] * s[c]) * vsum16(acc[c]), &err[c]);
 }
 
 /* Lane i of the result: min (max) over the lanes of a[i] (b[i]), by the
@@ -596,6 +697,34 @@ INL void block_minmax(const float *x, int64_t g, int nb, vf *mn, vf *mx)
     vminmax16(a, b, mn, mx);
 }
 
+/* The fourth candidate of the fixed schedule, from the errors ea, eb, ec
+ * of kc - 2, kc, kc + 2 and the best of them bi: t = the vertex of the
+ * parabola through the three, as an offset from kc clamped to [-kc, 4]
+ * (the end toward the lower edge when the three are not convex or not
+ * finite): toward less clipping as far as alpha = 1, so a group that the
+ * unclipped grid fits exactly gets there, but at most 4 toward more, where
+ * the extrapolation misleads; probe kc + rne(t) clamped to the grid, or,
+ * when that point was visited
+ * already, the neighbour of bi on the side of t (the other neighbour at an
+ * end of the grid). */
+INL vi parabola_probe(int kc, vf ea, vf eb, vf ec, vi bi)
+{
+    const vf four = vsplat(4.0f), mkc = vsplat((float)-kc), one = vsplat(1.0f),
+             magic = vsplat(BP__RNE_MAGIC);
+    const vi vkc = vsplati(kc), unit = vsplati(1), top = vsplati(BP__NALPHA - 1);
+    vf den = (ea + ec) - (eb + eb), num = ea - ec;
+    vi convex = vltf(vsplat(0.0f), den) & ~vltf(vsplat(FLT_MAX), den);
+    vf t = num / VSEL(convex, den, one);
+    t = vminf(vmaxf(t, mkc), four);
+    t = VSEL(convex, t, VSEL(vltf(ea, ec), mkc, four));
+    vi k = vkc + __builtin_convertvector((t + magic) - magic, vi);
+    k = vmaxi(vmini(k, top), vsplati(0));
+    vi seen = veqi(k, kc) | veqi(k, kc - 2) | veqi(k, kc + 2);
+    vi nbk = VSELI(vltf(t, __builtin_convertvector(bi - vkc, vf)), bi - unit, bi + unit);
+    nbk = VSELI(vlti(nbk, vsplati(0)) | vlti(top, nbk), bi + bi - nbk, nbk);
+    return VSELI(seen, nbk, k);
+}
+
 /* Fit groups x[i*g .. (i+1)*g), i < nb <= L: scale and offset of each into
  * s[i], o[i]. group is the format's group size: > 0 selects the walk, 0
  * the per-row schedule. */
@@ -627,14 +756,22 @@ INL void search_int(int bits, const int asym, int group, const float *x, int64_t
     b.bs = zero;
     b.bo = zero;
     b.bi = vsplati(-1);
-    if (grouped) {
+    const int kc = grouped ? fixed_centre(bits, asym, group) : -1;
+    if (kc >= 0) {
+        /* Unpruned: the probe below needs all three errors. */
+        const vi k3[3] = {vsplati(kc), vsplati(kc + 2), vsplati(kc - 2)};
+        vf e3[3];
+        visit3(asym, x, g, k3, live, &b, vqmax, clo, chi, e3);
+        visit(asym, x, g, parabola_probe(kc, e3[2], e3[0], e3[1], b.bi), live, &b, vqmax, clo,
+              chi);
+    } else if (grouped) {
         visit(asym, x, g, vsplati(walk_start(bits, asym, group)), live, &b, vqmax, clo, chi);
     } else {
         for (int k = 0; k < BP__NALPHA; k += BP__COARSE_STEP)
             visit(asym, x, g, vsplati(k), live, &b, vqmax, clo, chi);
     }
     vi c = b.bi, step = vsplati(grouped ? 1 : 2), dir = vd;
-    vi ph = VSELI(live, vsplati(W_FWD), vsplati(W_DONE));
+    vi ph = VSELI(live & vsplati(kc >= 0 ? 0 : -1), vsplati(W_FWD), vsplati(W_DONE));
     for (;;) {
         vi act = ~veqi(ph, W_DONE);
         int any = 0;
