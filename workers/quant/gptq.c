@@ -454,6 +454,32 @@ static int64_t first_nonfinite(const float *x, int64_t n)
     return -1;
 }
 
+/* Lazy update of every later column after a block [c0, c1):
+ * W[:, c1:] += dW F[c0:c1, c1:] with dW the block's m errors per row. */
+static void lazy_update(const bp_gptq_factor *fac, int64_t nrows, int64_t cols, int64_t c0,
+                        int64_t c1, int64_t m, const float *e, float *wk)
+{
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nrows, (int)(cols - c1), (int)m,
+                1.0f, e, (int)m, fac->f + c0 * cols + c1, (int)cols, 1.0f, wk + c1, (int)cols);
+}
+
+/* wk holds exactly the values that were quantized: a non-finite one means
+ * the feedback diverged. perm (act-order) maps a pass position to its
+ * column for the message; NULL in natural order. */
+static int check_diverged(const float *wk, int64_t nrows, int64_t cols, const int64_t *perm,
+                          bp_error *err)
+{
+    int64_t bad = first_nonfinite(wk, nrows * cols);
+    if (bad < 0)
+        return BP_OK;
+    return bp_error_set(err, BP_EFORMAT,
+                        "gptq: error feedback diverged (weight [%lld, %lld] "
+                        "became non-finite); H is too ill-conditioned or "
+                        "the weights too large, use a larger damping "
+                        "fraction", (long long)(bad / cols),
+                        (long long)(perm ? perm[bad % cols] : bad % cols));
+}
+
 static int check_rows(const bp_format *f, const float *w, int64_t nrows,
                       int64_t cols, bp_error *err)
 {
@@ -559,19 +585,9 @@ static int quantize_act_order(const bp_format *f, const bp_gptq_factor *fac,
                              params + r * gpr, deq ? deq + r * cols : NULL,
                              e + r * m);
         if (c1 < cols)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nrows,
-                        (int)(cols - c1), (int)m, 1.0f, e, (int)m,
-                        fac->f + c0 * cols + c1, (int)cols, 1.0f, wk + c1,
-                        (int)cols);
+            lazy_update(fac, nrows, cols, c0, c1, m, e, wk);
     }
-    int64_t bad = first_nonfinite(wk, nrows * cols);
-    if (bad >= 0)
-        rc = bp_error_set(err, BP_EFORMAT,
-                          "gptq: error feedback diverged (weight [%lld, %lld] "
-                          "became non-finite); H is too ill-conditioned or "
-                          "the weights too large, use a larger damping "
-                          "fraction", (long long)(bad / cols),
-                          (long long)fac->perm[bad % cols]);
+    rc = check_diverged(wk, nrows, cols, fac->perm, err);
 out:
     free(w0p);
     free(wk);
@@ -669,21 +685,11 @@ int bp_gptq_quantize_rows(const bp_format *f, const bp_gptq_factor *fac,
         if (c1 < cols) {
             /* Lazy update of every later column: W[:, c1:] += dW F[c0:c1, c1:]
              * with dW the block's errors; K = m <= block. */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nrows,
-                        (int)(cols - c1), (int)m, 1.0f, e, (int)m,
-                        fac->f + c0 * cols + c1, (int)cols, 1.0f, wk + c1,
-                        (int)cols);
+            lazy_update(fac, nrows, cols, c0, c1, m, e, wk);
         }
     }
     /* wk now holds exactly the values that were quantized. */
-    int64_t bad = first_nonfinite(wk, nrows * cols);
-    if (bad >= 0)
-        rc = bp_error_set(err, BP_EFORMAT,
-                          "gptq: error feedback diverged (weight [%lld, %lld] "
-                          "became non-finite); H is too ill-conditioned or "
-                          "the weights too large, use a larger damping "
-                          "fraction", (long long)(bad / cols),
-                          (long long)(bad % cols));
+    rc = check_diverged(wk, nrows, cols, NULL, err);
 out:
     free(wk);
     free(e);
@@ -999,19 +1005,9 @@ int bp_gptq_quantize_col_blocks(const bp_gptq_factor *fac, const float *w,
                             params, deq ? deq + r * cols : NULL, e + r * m,
                             vs + r * 2 * gmax);
         if (c1 < cols)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nrows,
-                        (int)(cols - c1), (int)m, 1.0f, e, (int)m,
-                        fac->f + c0 * cols + c1, (int)cols, 1.0f, wk + c1,
-                        (int)cols);
+            lazy_update(fac, nrows, cols, c0, c1, m, e, wk);
     }
-    int64_t bad = first_nonfinite(wk, nrows * cols);
-    if (bad >= 0)
-        rc = bp_error_set(err, BP_EFORMAT,
-                          "gptq: error feedback diverged (weight [%lld, %lld] "
-                          "became non-finite); H is too ill-conditioned or "
-                          "the weights too large, use a larger damping "
-                          "fraction", (long long)(bad / cols),
-                          (long long)(bad % cols));
+    rc = check_diverged(wk, nrows, cols, NULL, err);
     goto out;
 nomem:
     rc = bp_error_set(err, BP_ENOMEM,
